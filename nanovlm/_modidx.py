@@ -120,4 +120,5 @@ d = { 'settings': { 'branch': 'main',
                                 'nanovlm.shapes.fmt_shapes': ('shapes.html#fmt_shapes', 'nanovlm/shapes.py'),
                                 'nanovlm.shapes.format_stages': ('shapes.html#format_stages', 'nanovlm/shapes.py'),
                                 'nanovlm.shapes.shape_diagram': ('shapes.html#shape_diagram', 'nanovlm/shapes.py'),
-                                'nanovlm.shapes.trace_shapes': ('shapes.html#trace_shapes', 'nanovlm/shapes.py')}}}
+                                'nanovlm.shapes.trace_shapes': ('shapes.html#trace_shapes', 'nanovlm/shapes.py'),
+                                'nanovlm.shapes.wrap_name': ('shapes.html#wrap_name', 'nanovlm/shapes.py')}}}
