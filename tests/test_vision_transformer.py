@@ -13,8 +13,8 @@ CONFIGS = {
     'w32-h4-l2-img32-p8': dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8),
     'w48-h3-l3-img56-p14': dict(hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=3, image_size=56, patch_size=14,
                                 layer_norm_eps=1e-5),
-    'w64-h8-l1-img64-p16-gelu': dict(hidden_size=64, intermediate_size=160, num_hidden_layers=1, num_attention_heads=8, image_size=64,
-                                     patch_size=16, hidden_act='gelu'),
+    'w64-h8-l1-img64-p16': dict(hidden_size=64, intermediate_size=160, num_hidden_layers=1, num_attention_heads=8, image_size=64,
+                                patch_size=16),
     'w24-h2-l2-img48-p12-gelu_new': dict(hidden_size=24, intermediate_size=40, num_hidden_layers=2, num_attention_heads=2, image_size=48,
                                          patch_size=12, hidden_act='gelu_new'),
 }
@@ -161,6 +161,8 @@ def test_shape_mismatch_config_vs_weights(ckpt):
 def test_unsupported_activation(ckpt):
     _edit_config(ckpt, lambda d: d['vision_config'].update(hidden_act='quick_gelu'))
     _fails(ckpt, ValueError, "hidden_act='quick_gelu' is not supported", 'config.json')
+    _edit_config(ckpt, lambda d: d['vision_config'].update(hidden_act='gelu'))  # exact GELU: close, but not what the MLP computes
+    _fails(ckpt, ValueError, "hidden_act='gelu' is not supported", 'config.json')
 
 
 def test_invalid_json(ckpt):
