@@ -41,20 +41,22 @@ def _diff(a: Path, b: Path, pattern: str) -> list:
     return sorted(str(p) for p in fa ^ fb) + sorted(str(p) for p in fa & fb if (a / p).read_bytes() != (b / p).read_bytes())
 
 
-def export_drift(root: Path = ROOT) -> list:
-    "Library files that `nbdev_export` on a clean copy of `root` would change."
+def _tool_drift(root: Path, tool: str, folder: str, pattern: str) -> list:
+    "Files under `folder` that running `tool` on a clean copy of `root` would change."
     with tempfile.TemporaryDirectory() as d:
         tmp = scratch_copy(root, Path(d) / 'repo')
-        _run('nbdev_export', tmp)
-        return [f'nanovlm/{p}' for p in _diff(root / 'nanovlm', tmp / 'nanovlm', '**/*.py')]
+        _run(tool, tmp)
+        return [f'{folder}/{p}' for p in _diff(root / folder, tmp / folder, pattern)]
+
+
+def export_drift(root: Path = ROOT) -> list:
+    "Library files that `nbdev_export` on a clean copy of `root` would change."
+    return _tool_drift(root, 'nbdev_export', 'nanovlm', '**/*.py')
 
 
 def clean_drift(root: Path = ROOT) -> list:
     "Notebooks that `nbdev_clean` on a clean copy of `root` would change."
-    with tempfile.TemporaryDirectory() as d:
-        tmp = scratch_copy(root, Path(d) / 'repo')
-        _run('nbdev_clean', tmp)
-        return [f'nbs/{p}' for p in _diff(root / 'nbs', tmp / 'nbs', '**/*.ipynb')]
+    return _tool_drift(root, 'nbdev_clean', 'nbs', '**/*.ipynb')
 
 
 def render_readme(root: Path = ROOT) -> str:

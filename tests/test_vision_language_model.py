@@ -299,3 +299,32 @@ def test_bad_generate_args(model):
 
 def test_use_tokens_config_rejected():
     with pytest.raises(ValueError, match='lm_use_tokens=False'): VisionLanguageModel(small_cfg(lm_use_tokens=True))
+
+
+# --- load_backbone=True: the towers come from SigLIP and Llama checkpoints -----------------------
+
+def test_load_backbone_uses_the_tower_loaders(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM, SiglipVisionConfig, SiglipVisionModel
+    torch.manual_seed(0)
+    sig = SiglipVisionModel(SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                               image_size=32, patch_size=8)).eval()
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=96, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                         rope_theta=10000.0, tie_word_embeddings=True)).eval()
+    sig.save_pretrained(tmp_path / 'siglip'); llama.save_pretrained(tmp_path / 'llama')
+    # start from a config whose tower fields are all wrong: the loaders set them from the checkpoints
+    cfg = get_preset('tiny', vit_model_type=str(tmp_path / 'siglip'), lm_model_type=str(tmp_path / 'llama'), lm_vocab_size=128,
+                     lm_max_length=32)
+    model = VisionLanguageModel(cfg, load_backbone=True).eval()
+    assert (cfg.vit_hidden_dim, cfg.vit_img_size, cfg.vit_patch_size, cfg.lm_hidden_dim, cfg.lm_n_kv_heads) == (32, 32, 8, 48, 2)
+    assert cfg.lm_vocab_size == 128                          # room for extra tokens kept; original rows copied exactly
+    torch.testing.assert_close(model.decoder.token_embedding.weight[:96], llama.model.embed_tokens.weight)
+    img = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.vision_encoder(img), sig(pixel_values=img).last_hidden_state, atol=1e-5, rtol=1e-5)
+        ids = torch.randint(0, 96, (2, 5))
+        logits, _ = model(ids, img)
+    assert logits.shape == (2, 5, 128) and torch.isfinite(logits).all()
+    # and the whole VLM round-trips through its own checkpoint format
+    model.save_pretrained(tmp_path / 'vlm')
+    with torch.no_grad(): assert torch.equal(VisionLanguageModel.from_pretrained(tmp_path / 'vlm').eval()(ids, img)[0], logits)

@@ -1,0 +1,90 @@
+"`nanovlm-bench` end to end on the tiny preset: the JSON it writes, and the flags it refuses."
+import json, os, subprocess, sys
+from pathlib import Path
+import pytest
+import torch
+from nanovlm.benchmarks import bench_cli, MEASUREMENT_KEYS
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUIRED = ('name', 'train_tokens_per_s', 'prefill_ms', 'decode_tokens_per_s_cache', 'decode_tokens_per_s_recompute',
+            'peak_memory_mb', 'mfu')
+TRAIN = ('step_ms', 'train_tokens_per_s', 'achieved_tflops')
+GEN = ('prefill_ms', 'decode_tokens_per_s_cache', 'decode_tokens_per_s_recompute')
+
+
+@pytest.fixture(scope='module')
+def report(tmp_path_factory):
+    path = tmp_path_factory.mktemp('bench') / 'bench.json'
+    threads = torch.get_num_threads()
+    assert bench_cli(['--preset', 'tiny', '--device', 'cpu', '--threads', '1', '--batch-size', '2', '--repeats', '2', '--warmup', '1',
+                         '--new-tokens', '12', '--prompt-len', '8', '--gen-batch-sizes', '1,4', '--json', str(path)]) is None  # a console script's exit status 0
+    report = json.loads(path.read_text())
+    assert torch.get_num_threads() == threads  # --threads applies to the run only
+    assert [p.name for p in path.parent.iterdir()] == ['bench.json']  # no temporary file left behind
+    return report
+
+
+def test_top_level(report):
+    assert report['device'] == 'cpu' and report['preset'] == 'tiny'
+    assert isinstance(report['device_name'], str) and report['device_name']
+    assert report['torch_version'] == torch.__version__
+    assert len(report['date']) == 10 and report['date'][4] == '-'  # ISO date
+    assert [m['name'] for m in report['measurements']] == ['train eager fp32', 'generate fp32 b1', 'generate fp32 b4']
+    assert report['settings']['threads'] == 1 and '(1 thread)' in report['device_name']
+
+
+def test_every_key_in_every_measurement(report):
+    for m in report['measurements']:
+        assert set(REQUIRED) <= set(m) and set(m) == set(MEASUREMENT_KEYS), m['name']
+
+
+def test_values(report):
+    train, *gen = report['measurements']
+    for k in TRAIN:
+        assert isinstance(train[k], float) and train[k] > 0, k
+        if k + '_min' in train: assert train[k + '_min'] <= train[k] <= train[k + '_max'], k
+    assert train['tokens_per_sample'] == 16 + 48 and train['batch_size'] == 2
+    assert train['mfu'] is None and 'peak' in train['note']  # no peak FLOP/s for a CPU
+    assert train['prefill_ms'] is None and train['decode_tokens_per_s_cache'] is None
+    assert train['peak_memory_mb'] > 0 and train['peak_memory_kind'] == 'process_peak_rss'
+    for g, B in zip(gen, (1, 4)):
+        assert g['batch_size'] == B and g['prompt_tokens'] == 16 + 8 and g['new_tokens'] == 12
+        assert g['tokens_identical'] is True
+        assert g['train_tokens_per_s'] is None and g['mfu'] is None
+        for k in GEN:
+            if g[k] is None: assert 'not measurable' in g['note'], (g['name'], k)  # only on a very busy machine
+            else: assert isinstance(g[k], float) and g[k_min := k + '_min'] <= g[k] <= g[k + '_max'] and g[k_min] > 0, k
+        assert g['peak_memory_mb'] > 0
+
+
+def test_mfu_with_peak_flops(tmp_path, capsys):
+    bench_cli(['--preset', 'tiny', '--device', 'cpu', '--threads', '1', '--skip-generate', '--batch-size', '1', '--repeats', '1',
+               '--warmup', '0', '--peak-flops', '1e12', '--json', str(tmp_path / 'b.json')])
+    out = capsys.readouterr().out
+    assert out.startswith('nanovlm-bench: preset tiny on cpu') and '| train eager fp32 | 1 | 64 |' in out
+    r = json.loads((tmp_path / 'b.json').read_text())
+    m = r['measurements'][0]
+    assert r['peak_bf16_flops'] == 1e12 and m['mfu'] == pytest.approx(m['achieved_tflops'])
+
+
+@pytest.mark.parametrize('argv, msg', [
+    (['--preset', 'huge'], "unknown preset 'huge'"),
+    (['--batch-size', '0'], 'argument --batch-size: must be >= 1, got 0'),
+    (['--batch-size', 'four'], "argument --batch-size: expected a whole number, got 'four'"),
+    (['--gen-batch-sizes', '1,0'], 'argument --gen-batch-sizes: must be >= 1, got 0'),
+    (['--device', 'gpu'], "unknown device 'gpu'"),
+    (['--new-tokens', '1'], 'must be >= 2'),
+    (['--new-tokens', '300'], "exceed the preset's lm_max_position_embeddings=256"),
+    (['--skip-train', '--skip-generate'], 'leave nothing to measure'),
+    (['--json', '/nonexistent/dir/b.json'], 'directory /nonexistent/dir does not exist'),
+])
+def test_bad_flags(argv, msg, capsys):
+    with pytest.raises(SystemExit) as e: bench_cli(argv)
+    assert e.value.code == 2
+    assert msg in capsys.readouterr().err
+
+
+def test_module_entry_point():
+    env = {**os.environ, 'PYTHONPATH': str(ROOT)}
+    r = subprocess.run([sys.executable, '-m', 'nanovlm.benchmarks', '--preset', 'huge'], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "nanovlm-bench: error: unknown preset 'huge'" in r.stderr
