@@ -150,6 +150,11 @@ def test_push_to_hub(model, monkeypatch):
     assert 'VisionLanguageModel.from_pretrained("me/tiny-vlm")' in calls['card'] and 'library_name: nanovlm' in calls['card']
     assert calls['cfg'] == asdict(model.cfg)
 
+    class Saver:  # e.g. a tokenizer: anything with save(directory)
+        def save(self, d): Path(d, 'tokenizer.json').write_text('{}')
+    model.push_to_hub('me/tiny-vlm', save_with=[Saver()])
+    assert calls['files'] == ['README.md', 'config.json', 'model.safetensors', 'tokenizer.json']
+
 
 # --- a checkpoint in nanoVLM v0.1's own layout -------------------------------------------------
 
