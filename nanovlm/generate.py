@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from .vision_language_model import VisionLanguageModel
 from .data import Tokenizer, get_tokenizer, get_image_processor, format_prompt
-from .training import load_image_processor, default_threads, _in_notebook
+from .training import load_image_processor, default_threads, _in_notebook, _device_problem
 
 # %% auto #0
 __all__ = ['load_for_inference', 'read_image', 'ask', 'generate_cli']
@@ -130,10 +130,7 @@ def _check_args(ap, a):
     if not a.greedy and not a.temperature > 0: ap.error(f"--temperature must be > 0 when sampling, got {a.temperature}; or pass --greedy")
     if a.top_k is not None and a.top_k < 1: ap.error(f"--top-k must be >= 1, got {a.top_k}")
     if a.top_p is not None and not 0 < a.top_p <= 1: ap.error(f"--top-p must be in (0, 1], got {a.top_p}")
-    if a.device is not None:
-        try: dev = torch.device(a.device)
-        except RuntimeError: ap.error(f"--device {a.device!r} is not a device; use cpu, cuda or cuda:N")
-        if dev.type == 'cuda' and not torch.cuda.is_available(): ap.error(f"--device {a.device}: CUDA is not available here; use --device cpu")
+    if (bad := _device_problem(a.device)): ap.error(bad)   # the same check as nanovlm-train's
 
 def _check_checkpoint(name:str):
     "Raise `FileNotFoundError` if `name` is meant as a local directory (not a 'user/name' Hub id) and is not one."
