@@ -10,9 +10,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from nanovlm.config import get_preset
-from nanovlm.data import (EOS_TOKEN, QTYPES, ImageProcessor, ShapesVQA, Tokenizer, VQACollator, VQADataset,
+from nanovlm.data import (DESCRIBE_QUESTION, EOS_TOKEN, QTYPES, ImageProcessor, ShapesVQA, Tokenizer, VQACollator, VQADataset,
                           exact_match, format_answer, format_prompt, get_image_processor, get_tokenizer,
-                          multiple_choice_match, shapes_tokenizer, to_rgb, train_tokenizer)
+                          describe_scene, multiple_choice_match, shapes_tokenizer, to_rgb, train_tokenizer)
 
 
 @pytest.fixture(scope='module')
@@ -289,6 +289,27 @@ def test_shapes_vqa_arguments():
         shapes = fine.scene(i)[0]
         cells = {(x // 16, y // 16) for _, _, x, y, _ in shapes}
         assert len(cells) == len(shapes) and all(x - r > 16 * (x // 16) and x + r < 16 * (x // 16 + 1) for _, _, x, _, r in shapes)
+
+def test_shapes_vqa_descriptions(tok):
+    plain, desc = ShapesVQA('train', seed=5), ShapesVQA('train', seed=5, describe=0.5)
+    kinds = Counter()
+    for i in range(400):
+        (s0, q0, a0, t0), (s1, q1, a1, t1) = plain.scene(i), desc.scene(i)
+        assert s1 == s0  # the same scene, described or asked about
+        kinds[t1 == 'describe'] += 1
+        if t1 != 'describe': assert (q1, a1, t1) == (q0, a0, t0); continue
+        assert q1 == DESCRIBE_QUESTION and a1 == describe_scene(s0)
+        words = a1.split()  # per shape: vertical half, horizontal half, colour, kind; in reading order
+        assert len(words) == 4 * len(s0)
+        for j in range(0, len(words), 4):
+            k, c, x, y = next((k, c, x, y) for k, c, x, y, _ in s0 if (k, c) == (words[j + 3], words[j + 2]))
+            assert words[j:j + 2] == ['top' if y < 32 else 'bottom', 'left' if x < 32 else 'right']
+        ids = tok.encode(format_prompt(q1) + format_answer(a1))
+        assert tok.tok.token_to_id('<unk>') not in ids and len(ids) + 1 <= get_preset('tiny').lm_max_length
+    assert 150 < kinds[True] < 250
+    assert all(ShapesVQA.heldout(200).scene(i)[3] != 'describe' for i in range(200))
+    assert [desc.scene(i) for i in range(20)] == [ShapesVQA('train', seed=5, describe=0.5).scene(i) for i in range(20)]
+    with pytest.raises(ValueError, match='describe is a fraction'): ShapesVQA(describe=-0.1)
 
 def test_shapes_tokenizer_fits_tiny_and_covers_everything(tok):
     cfg = get_preset('tiny')
