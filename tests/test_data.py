@@ -301,6 +301,8 @@ def test_shapes_vqa_descriptions(tok):
         assert q1 == DESCRIBE_QUESTION and a1 == describe_scene(s0)
         words = a1.split()  # per shape: vertical half, horizontal half, colour, kind; in reading order
         assert len(words) == 4 * len(s0)
+        halves = [(words[j] == 'bottom', words[j + 1] == 'right') for j in range(0, len(words), 4)]
+        assert halves == sorted(halves)  # reading order: top before bottom, then left before right
         for j in range(0, len(words), 4):
             k, c, x, y = next((k, c, x, y) for k, c, x, y, _ in s0 if (k, c) == (words[j + 3], words[j + 2]))
             assert words[j:j + 2] == ['top' if y < 32 else 'bottom', 'left' if x < 32 else 'right']
