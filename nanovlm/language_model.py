@@ -11,6 +11,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from .config import VLMConfig
+from .vision_transformer import attention
 
 # %% auto #0
 __all__ = ['RMSNorm', 'rope_inv_freq', 'RotaryEmbedding', 'rotate_half', 'apply_rotary_pos_embd', 'causal_padding_mask',
@@ -148,8 +149,8 @@ class LanguageModelGroupedQueryAttention(nn.Module):
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, D)
         q, k = apply_rotary_pos_embd(q, k, cos, sin)
         if kv_cache is not None: k, v = kv_cache.update(layer_idx, k, v)  # (B, KV, S, D)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
-                                           dropout_p=self.dropout if self.training else 0.0, enable_gqa=True)  # (B, H, T, D)
+        y = attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
+                      dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, C)
         return self.resid_dropout(self.out_proj(y))
 

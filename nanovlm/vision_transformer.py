@@ -14,8 +14,8 @@ from .config import VLMConfig
 
 # %% auto #0
 __all__ = ['SIGLIP_VISION_DEFAULTS', 'SIGLIP_TO_VIT_FIELDS', 'SIGLIP_OTHER_TOWER', 'SIGLIP_IGNORED', 'ViTPatchEmbeddings',
-           'ViTMultiHeadAttention', 'ViTMLP', 'ViTBlock', 'ViT', 'siglip_vision_config', 'vit_fields', 'siglip_key_map',
-           'siglip_vision_keys', 'convert_siglip', 'siglip_checkpoint_dir']
+           'attention', 'ViTMultiHeadAttention', 'ViTMLP', 'ViTBlock', 'ViT', 'siglip_vision_config', 'vit_fields',
+           'siglip_key_map', 'siglip_vision_keys', 'convert_siglip', 'siglip_checkpoint_dir']
 
 # %% ../nbs/02_vision_transformer.ipynb #ca92a155
 # https://github.com/huggingface/transformers/blob/main/src/transformers/models/siglip/modeling_siglip.py (SiglipVisionEmbeddings)
@@ -38,6 +38,37 @@ class ViTPatchEmbeddings(nn.Module):
         if self.cls_flag: x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+P, C)
         return x + self.position_embedding
 
+# %% ../nbs/02_vision_transformer.ipynb #b09e2bf4
+def _attention_math(q, # (B, H, T, D) queries
+                    k, v, # (B, KV, S, D) keys and values; KV divides H
+                    attn_mask=None, # boolean, broadcastable to (B, H, T, S); True = may attend
+                    is_causal:bool=False, # query t sees keys 0..t (top-left aligned, as SDPA)
+                    dropout_p:float=0.0, # dropout on the attention weights
+                   ):
+    "softmax(q k^T / sqrt(D)) v written out: matmuls in the inputs' dtype, the softmax in fp32."
+    B, H, T, D = q.shape
+    KV, S = k.shape[1], k.shape[2]
+    G = H // KV                                                  # query heads per key/value head
+    s = q.reshape(B, KV, G * T, D) @ k.transpose(-1, -2)         # (B, KV, G*T, S): head h = kv*G + g
+    s = s.view(B, KV, G, T, S).float() * D ** -0.5               # (B, KV, G, T, S), fp32 scores
+    if is_causal: attn_mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
+    if attn_mask is not None: s = s.masked_fill(~attn_mask.expand(B, H, T, S).reshape(B, KV, G, T, S), float('-inf'))
+    w = F.dropout(s.softmax(-1), p=dropout_p) if dropout_p > 0 else s.softmax(-1)
+    y = w.to(v.dtype).view(B, KV, G * T, S) @ v                  # (B, KV, G*T, D)
+    return y.view(B, H, T, D)
+
+def attention(q, # (B, H, T, D) queries
+              k, v, # (B, KV, S, D) keys and values; KV divides H (grouped-query attention when KV < H)
+              attn_mask=None, # boolean, broadcastable to (B, H, T, S); True = may attend
+              is_causal:bool=False, # causal mask instead of attn_mask
+              dropout_p:float=0.0, # dropout on the attention weights (pass 0 in eval)
+             ):
+    "Scaled dot-product attention: SDPA, except on a CPU in bf16/fp16, where plain matmuls are faster."
+    if q.device.type == 'cpu' and q.dtype in (torch.bfloat16, torch.float16):
+        return _attention_math(q, k, v, attn_mask, is_causal, dropout_p)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p,
+                                          enable_gqa=k.shape[1] != q.shape[1])
+
 # %% ../nbs/02_vision_transformer.ipynb #ab0867a4
 # https://github.com/huggingface/transformers/blob/main/src/transformers/models/siglip/modeling_siglip.py (SiglipAttention)
 # https://github.com/karpathy/nanoGPT/blob/master/model.py (CausalSelfAttention, without the mask)
@@ -59,7 +90,7 @@ class ViTMultiHeadAttention(nn.Module):
     def forward(self, x): # (B, T, C)
         B, T, C = x.shape
         q, k, v = self._qkv(x)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, D)
+        y = attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)               # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)                                         # (B, T, C): heads side by side
         return self.resid_dropout(self.out_proj(y))
 
