@@ -211,8 +211,10 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1 # micro-batches per optimizer step
     max_grad_norm: float = 1.0 # gradient clipping (0 turns it off)
     max_steps: int = 1000 # optimizer steps
-    warmup_steps: int = 50 # linear warm-up before the cosine decay
-    min_lr_ratio: float = 0.1 # the cosine decays to this fraction of the peak learning rate
+    warmup_steps: int = 50 # linear warm-up before the decay
+    lr_schedule: str = 'cosine' # after warm-up: 'cosine' decay, or 'wsd' (stable, then a linear decay at the end)
+    lr_decay_frac: float = 0.2 # 'wsd': fraction of all steps spent in the final linear decay
+    min_lr_ratio: float = 0.1 # the schedule decays to this fraction of the peak learning rate
     log_interval: int = 10 # log the training loss every N steps (the only time it is read back from the device)
     eval_interval: int = 100 # evaluate every N steps (0: only at the end)
     eval_samples: int = 256 # held-out samples per evaluation
@@ -222,7 +224,7 @@ class TrainConfig:
     output_dir: str = 'runs/nanovlm' # run directory: checkpoints, trainer state, logs
     data: str = 'shapes' # data source
     best_metric: str = 'accuracy' # metric that picks the best checkpoint: 'accuracy' (higher is better) or 'val_loss'
-    precision: str = 'auto' # 'auto' (bf16 autocast on CUDA, fp32 on CPU), 'bf16' or 'fp32'
+    precision: str = 'auto' # 'auto' (bf16 autocast where the device has native bf16, else fp32), 'bf16' or 'fp32'
     log_wandb: bool = False # also log to Weights & Biases (when installed)
 
     def __post_init__(self): self.validate()
@@ -237,6 +239,8 @@ def _validate_train(self:TrainConfig):
         if getattr(self, name) <= 0: raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
     _divides(self, 'batch_size', 'gradient_accumulation_steps', 'each micro-batch must get the same number of samples')
     if self.min_lr_ratio > 1: raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+    if self.lr_schedule not in ('cosine', 'wsd'): raise ValueError(f"lr_schedule must be 'cosine' or 'wsd', got {self.lr_schedule!r}")
+    if not 0 <= self.lr_decay_frac <= 1: raise ValueError(f"lr_decay_frac must be in [0, 1], got {self.lr_decay_frac}")
     if self.best_metric not in ('accuracy', 'val_loss'):
         raise ValueError(f"best_metric must be 'accuracy' or 'val_loss', got {self.best_metric!r}")
     if self.precision not in ('auto', 'bf16', 'fp32'):

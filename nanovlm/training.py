@@ -23,10 +23,10 @@ from .data import (VQADataset, VQACollator, ShapesVQA, get_tokenizer, get_image_
 # %% auto #0
 __all__ = ['IMAGE_MEAN_STD', 'SHAPES_TRAIN_SIZE', 'SHAPES_DESCRIBE', 'TRAIN_PRESETS', 'image_processor_for',
            'save_image_processor', 'load_image_processor', 'param_groups', 'make_optimizer', 'lr_factor', 'set_lr',
-           'count_targets', 'accumulate_gradients', 'step_batches', 'score_answer', 'Evaluator', 'atomic_update',
-           'rng_state', 'set_rng_state', 'seed_everything', 'save_checkpoint', 'load_checkpoint', 'NonFiniteLossError',
-           'train', 'plot_metrics', 'setup_distributed', 'check_data_source', 'load_data', 'default_threads',
-           'run_training', 'train_config_for', 'train_cli']
+           'count_targets', 'accumulate_gradients', 'step_batches', 'score_answer', 'native_bf16', 'resolve_precision',
+           'precision_context', 'Evaluator', 'atomic_update', 'rng_state', 'set_rng_state', 'seed_everything',
+           'save_checkpoint', 'load_checkpoint', 'NonFiniteLossError', 'train', 'plot_metrics', 'setup_distributed',
+           'check_data_source', 'load_data', 'default_threads', 'run_training', 'train_config_for', 'train_cli']
 
 # %% ../nbs/06_training.ipynb #604c23cf
 IMAGE_MEAN_STD = (0.5, 0.5) # SigLIP's normalisation: pixels from [0, 1] to [-1, 1]
@@ -90,10 +90,16 @@ def make_optimizer(model:nn.Module, tc:TrainConfig) -> torch.optim.AdamW:
 def lr_factor(step:int, # optimizer steps taken so far (0 for the first step)
               max_steps:int, # total optimizer steps
               warmup_steps:int, # steps of linear warm-up
-              min_lr_ratio:float, # the cosine ends at this fraction of the peak
+              min_lr_ratio:float, # the schedule ends at this fraction of the peak
+              schedule:str='cosine', # 'cosine', or 'wsd': stable at the peak, then linear over the last `decay_frac`
+              decay_frac:float=0.2, # 'wsd': fraction of `max_steps` spent decaying
              ) -> float:
-    "Multiplier of the peak learning rate: linear warm-up to 1, then a cosine down to `min_lr_ratio`."
+    "Multiplier of the peak learning rate: linear warm-up to 1, then a cosine or stable-then-linear decay."
     if step < warmup_steps: return (step + 1) / warmup_steps
+    if schedule == 'wsd':
+        decay = max(1, round(decay_frac * max_steps))
+        progress = min(1.0, max(0.0, (step + 1 - (max_steps - decay)) / decay))  # 0 before the decay, 1 at its end
+        return 1 - (1 - min_lr_ratio) * progress
     progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -171,13 +177,34 @@ def score_answer(pred:str, # generated answer
     r = ref.strip().rstrip('.)').lstrip('(')
     return multiple_choice_match(pred, r) if len(r) == 1 and r.isalpha() else exact_match(pred, ref)
 
-# %% ../nbs/06_training.ipynb #552c01e4
-def _autocast(device, precision:str):
-    "bf16 autocast on CUDA ('auto' or 'bf16'), full precision on CPU unless 'bf16' is asked for."
+# %% ../nbs/06_training.ipynb #766b6367
+def native_bf16(device, # a `torch.device` or its name
+               ) -> bool:
+    "Does `device` multiply bf16 matrices natively (CUDA with bf16 support, a CPU with AVX512-BF16 or AMX)?"
     device = torch.device(device)
-    bf16 = precision == 'bf16' or (precision == 'auto' and device.type == 'cuda')
+    if device.type == 'cuda':
+        try: return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError: return torch.cuda.is_bf16_supported()  # torch < 2.4 has no including_emulation
+    if device.type == 'cpu':
+        return any(getattr(torch.cpu, f, lambda: False)() for f in ('_is_avx512_bf16_supported', '_is_amx_tile_supported'))
+    return False
+
+def resolve_precision(device, # where the model runs
+                      precision:str, # 'auto', 'bf16' or 'fp32'
+                     ) -> str:
+    "'bf16' or 'fp32': what `precision` means on `device` ('auto': bf16 where it is native)."
+    if precision not in ('auto', 'bf16', 'fp32'):
+        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
+    if precision != 'auto': return precision
+    return 'bf16' if native_bf16(device) else 'fp32'
+
+def precision_context(device, precision:str):
+    "The autocast context `precision` asks for on `device` (a no-op for fp32)."
+    device = torch.device(device)
+    bf16 = resolve_precision(device, precision) == 'bf16'
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
+# %% ../nbs/06_training.ipynb #552c01e4
 class Evaluator:
     "Validation loss and greedy-generation accuracy (overall and per question type) on a held-out set."
     def __init__(self, dataset, # held-out `VQADataset`
@@ -206,7 +233,7 @@ class Evaluator:
         out = []
         try:
             for b in self.gen_batches:
-                with _autocast(self.device, self.precision):
+                with precision_context(self.device, self.precision):
                     ids = model.generate(b['input_ids'].to(self.device), b['images'].to(self.device),
                                          b['attention_mask'].to(self.device), max_new_tokens=self.max_new_tokens,
                                          greedy=True, eos_token_id=self.tokenizer.eos_token_id)
@@ -223,7 +250,7 @@ class Evaluator:
         sums = torch.zeros(2 + 2 * len(self.types), dtype=torch.float64, device=self.device)
         try:
             for b in self.loss_batches:
-                with _autocast(self.device, self.precision):
+                with precision_context(self.device, self.precision):
                     _, loss = model(b['input_ids'].to(self.device), b['images'].to(self.device),
                                     b['attention_mask'].to(self.device), b['labels'].to(self.device))
                 sums[0] += loss.double() * count_targets(b); sums[1] += count_targets(b)
@@ -417,7 +444,7 @@ def train(model:nn.Module, # model(input_ids, images, attention_mask, targets) -
     log = _logger(out, tc, on_log, main, history)
     if tc.compile: model.compile()
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None) if world > 1 else model
-    amp = _autocast(device, tc.precision)
+    amp = precision_context(device, tc.precision)
     batches = step_batches(train_ds, collate, tc.batch_size // (world * A), A, tc.seed, st['epoch'], st['step_in_epoch'], num_workers)
     bad = torch.zeros((), dtype=torch.bool, device=device)   # set by a non-finite loss; read only at log/eval/save time
     loss_sum, n_steps, n_tok, n_smp, last_ok, last_saved = torch.zeros((), device=device), 0, 0, 0, st['step'], st['step'] if resume else 0
@@ -426,7 +453,7 @@ def train(model:nn.Module, # model(input_ids, images, attention_mask, targets) -
     bar = tqdm(total=tc.max_steps, initial=st['step'], disable=not (progress and main), dynamic_ncols=True)
     net.train()
     for step in range(st['step'] + 1, tc.max_steps + 1):  # `step` counts finished optimizer steps
-        lr = set_lr(opt, lr_factor(step - 1, tc.max_steps, tc.warmup_steps, tc.min_lr_ratio))
+        lr = set_lr(opt, lr_factor(step - 1, tc.max_steps, tc.warmup_steps, tc.min_lr_ratio, tc.lr_schedule, tc.lr_decay_frac))
         epoch, pos, micro = next(batches)
         loss = accumulate_gradients(net, micro, device, amp)
         if tc.max_grad_norm > 0: nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
@@ -556,24 +583,18 @@ def load_data(source:str, # see `check_data_source`
     return {'tokenizer': tok, 'image_processor': proc, 'train': train_ds, 'eval': ev, 'qtypes': qtypes}
 
 # %% ../nbs/06_training.ipynb #11f45cf8
-def _busy_cores(samples:int=5) -> float:
-    "Cores other processes keep busy: the fewest runnable tasks besides this one over a few samples (Linux), else the load average."
-    try:
-        running = []
-        for _ in range(samples):                       # the fewest seen: a process that is busy stays runnable,
-            running.append(int(Path('/proc/loadavg').read_text().split()[3].split('/')[0]))
-            time.sleep(0.02)                           # one that only woke up for a moment does not
-        return min(running) - 1                        # this process is running while it reads
-    except (OSError, ValueError, IndexError):
-        try: return os.getloadavg()[0]
-        except (OSError, AttributeError): return 0.0
-
 def default_threads(local_world:int=1, # processes of this run on this machine (torchrun's LOCAL_WORLD_SIZE)
                    ) -> int:
-    "CPU threads per process: this process's share of the cores that other work is not using (at least 1)."
+    "CPU threads per process: the cores this process may run on, shared among the run's local processes."
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
-    busy = max(0.0, _busy_cores() - (local_world - 1))  # the run's other processes are not someone else's work
-    return max(1, min(cores, int(cores - busy + 0.5)) // local_world)
+    return max(1, cores // local_world)
+
+def _precision_note(device, precision:str) -> str:
+    "What `precision` resolves to on `device`, and why, in words for the log."
+    p = resolve_precision(device, precision)
+    why = ('asked for' if precision != 'auto' else
+           f"{'native' if p == 'bf16' else 'no native'} bf16 matmul on this {torch.device(device).type.upper()}")
+    return f"{'bf16 autocast' if p == 'bf16' else 'fp32'} ({why})"
 
 def _pct(x:float) -> str: return f'{100 * x:.1f}%'
 
@@ -608,6 +629,7 @@ def run_training(preset:str, # a key of `PRESETS`
         collate = VQACollator(tok, cfg.lm_max_length, pad_to_max_length=tc.compile)  # fixed shapes for torch.compile
         evaluator = (Evaluator(data['eval'], collate, tok, data['qtypes'], device=dev, precision=tc.precision)
                      if len(data['eval']) else None)
+        if main: print(f"precision: {_precision_note(dev, tc.precision)}; {torch.get_num_threads()} CPU thread(s)")
         t0 = time.perf_counter()
         savers = [tok, _Saves(save_image_processor, data['image_processor'])]
         history = train(model, tc, data['train'], collate, evaluator, savers, resume=resume, progress=progress, num_workers=num_workers)
@@ -616,7 +638,8 @@ def run_training(preset:str, # a key of `PRESETS`
         preds = evaluator.predictions(model)[:n_examples] if evaluator is not None else []
         rates = [r['tokens_per_s'] for r in history if 'tokens_per_s' in r]
         summary = {'preset': preset, 'data': tc.data, 'steps': tc.max_steps, 'device': str(dev), 'world_size': world,
-                   'threads': torch.get_num_threads(), 'train_wall_s': round(time.perf_counter() - t0, 1),
+                   'threads': torch.get_num_threads(),
+                   'precision': resolve_precision(dev, tc.precision), 'train_wall_s': round(time.perf_counter() - t0, 1),
                    'tokens_per_s': round(sum(rates) / len(rates), 1) if rates else None, 'n_eval': evaluator.n if evaluator else 0,
                    **{k: v for k, v in final.items() if k not in ('step', 'eval_s')}}
         if main:
@@ -653,7 +676,8 @@ def train_config_for(preset:str, **overrides) -> TrainConfig:
 
 # %% ../nbs/06_training.ipynb #912013b2
 _ARGS = {'steps': 'max_steps', 'batch_size': 'batch_size', 'grad_accum': 'gradient_accumulation_steps', 'lr_mp': 'lr_mp',
-         'lr_backbones': 'lr_backbones', 'warmup': 'warmup_steps', 'weight_decay': 'weight_decay', 'output_dir': 'output_dir',
+         'lr_backbones': 'lr_backbones', 'warmup': 'warmup_steps', 'schedule': 'lr_schedule',
+         'decay_frac': 'lr_decay_frac', 'min_lr_ratio': 'min_lr_ratio', 'weight_decay': 'weight_decay', 'output_dir': 'output_dir',
          'save_every': 'save_every', 'compile': 'compile', 'data': 'data', 'seed': 'seed', 'eval_every': 'eval_interval',
          'eval_samples': 'eval_samples', 'log_every': 'log_interval', 'best_metric': 'best_metric', 'precision': 'precision',
          'wandb': 'log_wandb'}
@@ -667,7 +691,11 @@ def _parser() -> argparse.ArgumentParser:
     a('--steps', type=int, help='optimizer steps'); a('--batch-size', type=int, help='samples per step, over all processes')
     a('--grad-accum', type=int, help='micro-batches per step'); a('--lr-mp', type=float, help="the projector's learning rate")
     a('--lr-backbones', type=float, help="the ViT's and LM's learning rate (0 freezes them)")
-    a('--warmup', type=int, help='warm-up steps'); a('--weight-decay', type=float)
+    a('--warmup', type=int, help='warm-up steps')
+    a('--schedule', choices=['cosine', 'wsd'], help='after warm-up: cosine decay, or stable then a linear decay (wsd)')
+    a('--decay-frac', type=float, help='wsd: fraction of the steps in the final decay')
+    a('--min-lr-ratio', type=float, help='the schedule ends at this fraction of the peak learning rate')
+    a('--weight-decay', type=float)
     a('--device', help='cpu, cuda, cuda:1, ... (default: cuda when available)')
     a('--output-dir', help='run directory (default runs/<preset>)'); a('--save-every', type=int, help='checkpoint every N steps')
     a('--resume', action='store_true', help='continue the run in --output-dir')
@@ -675,8 +703,9 @@ def _parser() -> argparse.ArgumentParser:
     a('--data', help="'shapes' (default), a .jsonl file, or cauldron:<subset>"); a('--seed', type=int)
     a('--eval-every', type=int, help='evaluate every N steps (0: only at the end)'); a('--eval-samples', type=int)
     a('--log-every', type=int, help='log every N steps'); a('--best-metric', choices=['accuracy', 'val_loss'])
-    a('--precision', choices=['auto', 'fp32', 'bf16']); a('--wandb', action='store_true', default=None, help='log to wandb')
-    a('--threads', type=int, help='CPU threads per process (default: the idle cores)')
+    a('--precision', choices=['auto', 'fp32', 'bf16'], help='auto (default): bf16 autocast where the device has native bf16')
+    a('--wandb', action='store_true', default=None, help='log to wandb')
+    a('--threads', type=int, help='CPU threads per process (default: one per core)')
     a('--workers', type=int, default=0, help='DataLoader worker processes')
     a('--quiet', action='store_true', help='no progress bar')
     return ap

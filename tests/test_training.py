@@ -51,7 +51,7 @@ def small_train(d, max_steps=4, model=None, resume=False, **kw):
     T.seed_everything(0)
     m = model or VisionLanguageModel(cfg)
     tc = TrainConfig(**{'lr_mp': 3e-3, 'lr_backbones': 3e-3, 'batch_size': 8, 'max_steps': max_steps, 'warmup_steps': 2,
-                        'log_interval': 1, 'save_every': 2, 'output_dir': str(d), **kw})
+                        'log_interval': 1, 'save_every': 2, 'output_dir': str(d), 'precision': 'fp32', **kw})
     T.train(m, tc, ds, col, save_with=[tok], resume=resume, progress=False)
     return m
 
@@ -207,7 +207,7 @@ def _free_port():
 def test_two_processes_train_the_same_model_as_one(tmp_path):
     "torchrun with 2 gloo processes x 1 micro-batch == 1 process x 2 micro-batches (same global batch of 8)."
     common = ['--steps', '3', '--batch-size', '8', '--eval-samples', '10', '--eval-every', '0', '--log-every', '1',
-              '--threads', '1', '--quiet', '--device', 'cpu']
+              '--threads', '1', '--quiet', '--device', 'cpu', '--precision', 'fp32']  # exact sums: no bf16 rounding
     ok(run(cli() + common + ['--grad-accum', '2', '--output-dir', str(tmp_path / 'one')]))
     target = ['-m', 'nanovlm.training'] if cli()[0] == sys.executable else [cli()[0]]
     r = ok(run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}', *target,
