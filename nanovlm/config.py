@@ -122,6 +122,15 @@ def _temp_path(path:Path) -> Path:
     "An unused hidden name beside `path`, to write it under before the rename."
     return path.with_name(f'.{path.name}.{secrets.token_hex(4)}.tmp')
 
+def _new_file_mode() -> int:
+    "The mode a newly created file gets: 0o666 less the umask (for writers that make files private, as safetensors does)."
+    try:                                                       # Linux: read the umask without changing it
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('Umask:'): return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError): pass
+    umask = os.umask(0o022); os.umask(umask)
+    return 0o666 & ~umask
+
 def _atomic_write_text(path, text:str):
     "Write `text` to `path` via a temporary file in the same directory and an atomic rename."
     path = Path(path)
@@ -270,3 +279,14 @@ def info_cli(argv=None):
     print(f"\nimage (B, 3, {cfg.vit_img_size}, {cfg.vit_img_size}) -> (B, {cfg.vit_n_patches}, {cfg.vit_hidden_dim}) patches"
           f" -> (B, {cfg.n_image_tokens}, {cfg.mp_input_dim}) shuffled -> (B, {cfg.n_image_tokens}, {cfg.lm_hidden_dim}) image tokens"
           f" -> LM over (B, {cfg.n_image_tokens} + T, {cfg.lm_hidden_dim}), T <= {cfg.lm_max_length}")
+
+# %% ../nbs/01_config.ipynb #c3ffb8e3
+def _check_safetensors(path) -> str:
+    "`path` as a str if it is a complete safetensors file (only its header is read); else `ValueError` naming it."
+    from safetensors import safe_open, SafetensorError
+    try:
+        with safe_open(str(path), framework='pt'): pass
+    except SafetensorError as e:
+        raise ValueError(f"{path} is not a valid safetensors file (truncated, or a pickle?): {e}; "
+                         "copy or download it again, or convert the weights to safetensors") from None
+    return str(path)
