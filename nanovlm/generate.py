@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 from .vision_language_model import VisionLanguageModel
 from .data import Tokenizer, get_tokenizer, get_image_processor, format_prompt, upright
-from .training import load_image_processor, default_threads, _in_notebook, _device_problem, _one_line, _debug
+from .training import (load_image_processor, default_threads, _in_notebook, _device_problem, _one_line, _debug,
+                              _Parser)
 
 # %% auto #0
 __all__ = ['load_for_inference', 'read_image', 'ask', 'generate_cli']
@@ -100,10 +101,6 @@ def ask(model:VisionLanguageModel, tokenizer:Tokenizer, image_processor, # from 
     return [a.strip() for a in tokenizer.batch_decode(out.cpu())]                      # (n, max_new_tokens) -> n strings
 
 # %% ../nbs/08_end_to_end.ipynb #0322cce9
-class _Parser(argparse.ArgumentParser):
-    "argparse with one-line errors (no usage block), exit status 2."
-    def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
 def _parser() -> argparse.ArgumentParser:
     ap = _Parser(prog='nanovlm-generate', description="Answer a question about an image with a trained nanovlm "
                  "checkpoint (a run directory of nanovlm-train) or a nanoVLM checkpoint on the Hugging Face Hub.")

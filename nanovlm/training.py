@@ -753,8 +753,12 @@ _ARGS = {'steps': 'max_steps', 'batch_size': 'batch_size', 'grad_accum': 'gradie
          'wandb': 'log_wandb', 'skip_bad_rows': 'skip_bad_rows'}
 _MAY_CHANGE_ON_RESUME = {'output_dir', 'save_every', 'compile', 'log_wandb'}
 
+class _Parser(argparse.ArgumentParser):
+    "argparse with one-line errors (no usage block), exit status 2."
+    def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog='nanovlm-train', description="Train a nanovlm model. With no options: the tiny preset "
+    ap = _Parser(prog='nanovlm-train', description="Train a nanovlm model. With no options: the tiny preset "
                                  "on ShapesVQA, on CUDA when available, else the CPU; ends by printing held-out accuracy.")
     a = ap.add_argument
     a('--preset', help=f"model preset, one of {sorted(PRESETS)} (default tiny)")
