@@ -494,7 +494,7 @@ def train(model:nn.Module, # model(input_ids, images, attention_mask, targets) -
     batches = step_batches(train_ds, collate, tc.batch_size // (world * A), A, tc.seed, st['epoch'], st['step_in_epoch'], num_workers)
     bad = torch.zeros((), dtype=torch.bool, device=device)   # set by a non-finite loss; read only at log/eval/save time
     loss_sum, n_steps, n_tok, n_smp, last_ok, last_saved = torch.zeros((), device=device), 0, 0, 0, st['step'], st['step'] if resume else 0
-    t_log, elapsed0 = time.perf_counter(), st['elapsed_s']
+    t_log, elapsed0, n_skip = time.perf_counter(), st['elapsed_s'], 0  # n_skip: bad rows skipped while reading
     t_start = t_log
     bar = tqdm(total=tc.max_steps, initial=st['step'], disable=not (progress and main), dynamic_ncols=True)
     net.train()
@@ -508,16 +508,18 @@ def train(model:nn.Module, # model(input_ids, images, attention_mask, targets) -
             bad |= ~torch.isfinite(loss)
             loss_sum += loss; n_steps += 1
             n_tok += sum(int(b['attention_mask'].sum()) for b in micro); n_smp += sum(len(b['input_ids']) for b in micro)
+            n_skip += sum(b.get('n_skipped', 0) for b in micro)
             st.update(step=step, epoch=epoch, step_in_epoch=pos + 1)
             bar.update(1)
             if step % tc.log_interval == 0 or step == tc.max_steps:
                 _check_finite(bad, step, last_ok, out, last_saved); last_ok = step
-                tot = torch.stack([loss_sum.double(), torch.tensor(float(n_tok), device=device, dtype=torch.float64),
-                                   torch.tensor(float(n_smp), device=device, dtype=torch.float64)])
+                tot = torch.cat([loss_sum.double()[None],
+                                 torch.tensor([n_tok, n_smp, n_skip], device=device, dtype=torch.float64)])
                 if world > 1: dist.all_reduce(tot)
                 tot, now = tot.tolist(), time.perf_counter()
                 rec = {'step': step, 'loss': tot[0] / n_steps, 'lr': lr, 'tokens_per_s': tot[1] / (now - t_log),
                        'samples_per_s': tot[2] / (now - t_log), 'elapsed_s': elapsed0 + now - t_start}
+                if tot[3]: rec['skipped_rows'] = int(tot[3])  # since this process started, never silently
                 log(rec); bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f'{lr:.2e}', tok_s=f"{rec['tokens_per_s']:.0f}")
                 loss_sum.zero_(); n_steps = n_tok = n_smp = 0; t_log = time.perf_counter()
             if evaluator is not None and ((tc.eval_interval and step % tc.eval_interval == 0) or step == tc.max_steps):
@@ -708,6 +710,9 @@ def run_training(preset:str, # a key of `PRESETS`
         final = last or (evaluator(model) if evaluator is not None else {})
         preds = evaluator.predictions(model)[:n_examples] if evaluator is not None else []
         rates = [r['tokens_per_s'] for r in history if 'tokens_per_s' in r]
+        late = max((r.get('skipped_rows', 0) for r in history), default=0)
+        if main and late: print(f"nanovlm-train: skipped {late} unreadable row(s) while training (skip_bad_rows); "
+                                "metrics.jsonl counts them", file=sys.stderr)
         summary = {'preset': preset, 'data': tc.data, 'steps': tc.max_steps, 'device': str(dev), 'world_size': world,
                    'threads': torch.get_num_threads(), 'train_wall_s': round(time.perf_counter() - t0, 1),
                    'tokens_per_s': round(sum(rates) / len(rates), 1) if rates else None, 'n_eval': evaluator.n if evaluator else 0,

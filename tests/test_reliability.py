@@ -589,3 +589,16 @@ def test_truncated_backbone_is_named(tmp_path):
         LanguageModel.from_pretrained(cfg)
     with pytest.raises(ValueError, match=f"{tmp_path / 'siglip' / 'model.safetensors'} is not a valid safetensors file"):
         ViT.from_pretrained(cfg)
+
+
+def test_rows_skipped_while_training_are_counted(tmp_path):
+    "Rows that only turn out bad when read (the_cauldron's, or files changed since loading) are counted in the log."
+    cfg, tok, ds, col = small(64)
+    rows = [ds.rows[i] for i in range(64)]
+    for i in range(0, 64, 4): rows[i] = {'images': [{'bytes': b'not an image'}], 'texts': rows[i]['texts']}
+    bad = VQADataset(rows, tok, T.image_processor_for(cfg), on_error='skip')
+    T.seed_everything(0)
+    tc = TrainConfig(batch_size=8, max_steps=4, log_interval=2, output_dir=str(tmp_path))
+    history = T.train(VisionLanguageModel(cfg), tc, bad, col, progress=False)
+    counts = [r['skipped_rows'] for r in history if 'loss' in r]
+    assert len(counts) == 2 and 0 < counts[0] <= counts[1] < 32, counts  # cumulative, a quarter of the rows
