@@ -123,7 +123,7 @@ def _temp_path(path:Path) -> Path:
     return path.with_name(f'.{path.name}.{secrets.token_hex(4)}.tmp')
 
 def _new_file_mode() -> int:
-    "The mode a newly created file gets: 0o666 less the umask (for writers that make files private, as safetensors does)."
+    "The mode a new file gets: 0o666 less the umask (for writers that make files private, as safetensors does)."
     try:                                                       # Linux: read the umask without changing it
         for line in Path('/proc/self/status').read_text().splitlines():
             if line.startswith('Umask:'): return 0o666 & ~int(line.split()[1], 8)
@@ -145,7 +145,8 @@ def _from_dict(cls, d:dict, source:str|None=None):
     "Build `cls` from a dict; an unknown key or a bad value raises naming it (and `source`, when given)."
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - known)
-    if unknown: raise ValueError(f"{source or 'dict'}: unknown {cls.__name__} key(s) {unknown}; known keys are {sorted(known)}")
+    if unknown:
+        raise ValueError(f"{source or 'dict'}: unknown {cls.__name__} key(s) {unknown}; known keys are {sorted(known)}")
     try: return cls(**d)
     except ValueError as e:
         if source is None: raise

@@ -288,7 +288,8 @@ def _row_image(row, where:str, warn_multi:list):
 
 def _row_turns(row, where:str) -> list[tuple[str, str]]:
     "The (user, assistant) turns of a row, checked."
-    if 'texts' not in row: raise ValueError(f"{where}: the row has no 'texts' (expected 'texts': [{{'user': ..., 'assistant': ...}}])")
+    if 'texts' not in row:
+        raise ValueError(f"{where}: the row has no 'texts' (expected 'texts': [{{'user': ..., 'assistant': ...}}])")
     texts = row['texts']
     if isinstance(texts, dict): texts = [texts]
     if not isinstance(texts, (list, tuple)) or not texts: raise ValueError(f"{where}: 'texts' must be a non-empty list of turns, got {texts!r}")
@@ -351,7 +352,8 @@ def _jsonl_row(path:Path, n:int, raw:bytes) -> dict|None:
     except UnicodeDecodeError: raise ValueError(f"{where}: not UTF-8 text (is this a JSONL file?)") from None
     if not line.strip(): return None
     try: row = json.loads(line)
-    except json.JSONDecodeError as e: raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(row, dict): raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
     _row_turns(row, where)
     img = _row_image(row, where, [])
@@ -376,8 +378,8 @@ def read_jsonl(path, # a JSONL file of `{'image': path, 'texts': [...]}` rows, i
                 skipped.append(str(e)); continue
             if row is not None: rows.append(row)
     if not rows:
-        raise ValueError(f"{path}: no usable rows (" + (f"all {len(skipped)} are bad; the first: {skipped[0]})" if skipped
-                                                        else "the file is empty)"))
+        why = f"all {len(skipped)} are bad; the first: {skipped[0]}" if skipped else "the file is empty"
+        raise ValueError(f"{path}: no usable rows ({why})")
     return rows, skipped
 
 def _from_jsonl(cls, path, # the JSONL file (see `read_jsonl`)

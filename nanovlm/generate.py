@@ -72,7 +72,7 @@ def load_for_inference(checkpoint:str, # local checkpoint directory (e.g. runs/t
 # %% ../nbs/08_end_to_end.ipynb #137e3af7
 def read_image(path, # an image file
               ) -> Image.Image:
-    "Open and fully decode an image file, turned as its EXIF orientation says; a missing or unreadable file raises naming it."
+    "Open and fully decode an image file, turned upright as its EXIF tag says; a missing or unreadable file raises."
     p = Path(path)
     if not p.is_file(): raise FileNotFoundError(f"image file {p} not found; check the path")
     try:

@@ -15,7 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
-from .config import VLMConfig, TrainConfig, PRESETS, get_preset, _atomic_write_text, _check_safetensors, _new_file_mode
+from .config import (VLMConfig, TrainConfig, PRESETS, get_preset, _atomic_write_text, _check_safetensors,
+                            _new_file_mode)
 from .vision_language_model import VisionLanguageModel, load_state_strict
 from .data import (VQADataset, VQACollator, ShapesVQA, get_tokenizer, get_image_processor, train_tokenizer,
                           shapes_tokenizer, exact_match, multiple_choice_match, format_prompt, format_answer, read_jsonl,
@@ -357,7 +358,8 @@ def load_checkpoint(out, # the run directory
     if _rank_world()[1] > 1: dist.barrier()
     if not (out / 'trainer_state.json').is_file():
         raise FileNotFoundError(f"{out} holds no trainer_state.json: not a run directory to resume (train without resume)")
-    load_state_strict(model, load_file(_check_safetensors(out / 'model.safetensors')), source=str(out / 'model.safetensors'))
+    w = out / 'model.safetensors'
+    load_state_strict(model, load_file(_check_safetensors(w)), source=str(w))
     tensors = load_file(_check_safetensors(out / 'trainer_state.safetensors'))
     try:
         meta = json.loads((out / 'trainer_state.json').read_text())
@@ -398,7 +400,7 @@ def check_run_dir(out, # the run directory
                   resume:bool=False, # continue the run in it
                   overwrite:bool=False, # a new run may replace what is in it
                  ):
-    "Raise `FileExistsError` if `out` is a file, or if a new run would start in a non-empty directory without `overwrite`."
+    "Raise `FileExistsError` if `out` is a file, or a non-empty directory for a new run without `overwrite`."
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"output directory {out} is a file, not a directory; choose another output directory")
@@ -410,7 +412,7 @@ def check_run_dir(out, # the run directory
         "the old files stay until the new run has saved its first checkpoint")
 
 class _RunFiles:
-    "Where a run writes its log and `best/`: its directory, or `.pending/` in it until a run that replaces another commits."
+    "Where a run writes its log and `best/`: its directory, or `.pending/` in it until a replacing run commits."
     def __init__(self, out:Path, pending:Path|None=None): self.out, self.pending = out, pending
     @property
     def dir(self) -> Path: return self.pending or self.out
@@ -638,7 +640,8 @@ def load_data(source:str, # see `check_data_source`
     if tok.vocab_size > cfg.lm_vocab_size:
         raise ValueError(f"the tokenizer has {tok.vocab_size} tokens but the model's lm_vocab_size is {cfg.lm_vocab_size}; "
                          "pick a preset whose vocabulary fits the tokenizer")
-    return {'tokenizer': tok, 'image_processor': proc, 'train': train_ds, 'eval': ev, 'qtypes': qtypes, 'skipped': skipped}
+    return {'tokenizer': tok, 'image_processor': proc, 'train': train_ds, 'eval': ev, 'qtypes': qtypes,
+            'skipped': skipped}
 
 # %% ../nbs/06_training.ipynb #11f45cf8
 def _busy_cores(samples:int=5) -> float:
@@ -778,7 +781,8 @@ def _parser() -> argparse.ArgumentParser:
       'new run has saved its first checkpoint)')
     a('--compile', action='store_true', default=None, help='torch.compile the model')
     a('--data', help="'shapes' (default), a .jsonl file, or cauldron:<subset>"); a('--seed', type=int)
-    a('--skip-bad-rows', action='store_true', default=None, help='skip bad rows of --data (and list them) instead of stopping')
+    a('--skip-bad-rows', action='store_true', default=None,
+      help='skip bad rows of --data (and list them) instead of stopping')
     a('--eval-every', type=int, help='evaluate every N steps (0: only at the end)'); a('--eval-samples', type=int)
     a('--log-every', type=int, help='log every N steps'); a('--best-metric', choices=['accuracy', 'val_loss'])
     a('--precision', choices=['auto', 'fp32', 'bf16']); a('--wandb', action='store_true', default=None, help='log to wandb')
@@ -805,7 +809,8 @@ def _resolve(ap, args, world:int) -> TrainConfig:
     preset = args.preset or 'tiny'
     if preset not in PRESETS: ap.error(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     out = Path(given.pop('output_dir', f'runs/{preset}'))
-    if args.resume and args.overwrite: ap.error("--resume continues the run in --output-dir, --overwrite replaces it: pick one")
+    if args.resume and args.overwrite:
+        ap.error("--resume continues the run in --output-dir, --overwrite replaces it: pick one")
     try:
         if args.resume:
             if not out.is_dir(): ap.error(f"--resume: no run directory {out}; start a new run without --resume")

@@ -88,13 +88,15 @@ def filter_logits(logits, # (B, V) next-token logits
 def _check_generation(cfg:VLMConfig, T:int, max_new_tokens:int, greedy:bool, temperature:float, top_p:float|None):
     "Raise `ValueError` for generation settings that cannot work, before any work is done."
     if max_new_tokens < 0: raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if not greedy and not temperature > 0: raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+    if not greedy and not temperature > 0:  # `not > 0`: NaN fails it too
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
     if top_p is not None and not 0 < top_p <= 1: raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     L, P = cfg.n_image_tokens + T, cfg.lm_max_position_embeddings
     if L + max_new_tokens > P:
         room = f"ask for at most {P - L} new tokens" if P > L else "shorten the prompt"
-        raise ValueError(f"{cfg.n_image_tokens} image tokens + {T} prompt tokens + max_new_tokens={max_new_tokens} = "
-                         f"{L + max_new_tokens} positions, more than the model has (lm_max_position_embeddings={P}); {room}")
+        raise ValueError(f"{cfg.n_image_tokens} image tokens + {T} prompt tokens + max_new_tokens={max_new_tokens} "
+                         f"= {L + max_new_tokens} positions, more than the model has "
+                         f"(lm_max_position_embeddings={P}); {room}")
 
 @torch.inference_mode()
 def _generate(self:VisionLanguageModel, input_ids, # (B, T) prompt ids, left padded
@@ -142,8 +144,9 @@ def _generate(self:VisionLanguageModel, input_ids, # (B, T) prompt ids, left pad
         else:
             x = torch.cat([x, emb], dim=1)
             h = self.decoder(x, attention_mask=mask)
-    if bool(bad): raise ValueError("the model's logits are NaN or infinite: its weights have diverged or are corrupt; "
-                                   "use an earlier checkpoint (e.g. the run's best/ directory)")
+    if bool(bad):
+        raise ValueError("the model's logits are NaN or infinite: its weights have diverged or are corrupt; "
+                         "use an earlier checkpoint (e.g. the run's best/ directory)")
     return out
 
 VisionLanguageModel.generate = _generate
@@ -254,9 +257,10 @@ def _checkpoint_files(repo_id_or_path:str, revision:str|None=None) -> tuple[Path
 _NAME_FIELDS = {'vit_model_type', 'lm_model_type', 'lm_tokenizer', 'vlm_load_backbone_weights', 'vlm_checkpoint_path'}
 
 def _check_pair(cfg:VLMConfig, cfg_path, w_path):
-    "Raise `ValueError` if `w_path` carries a config (ours do) that differs from `cfg` in a field the weights depend on."
+    "Raise `ValueError` if `w_path` carries a config (ours do) that differs from `cfg` where the weights depend on it."
     from safetensors import safe_open
-    with safe_open(_check_safetensors(w_path), framework='pt') as f: saved = (f.metadata() or {}).get('nanovlm_config')
+    with safe_open(_check_safetensors(w_path), framework='pt') as f:
+        saved = (f.metadata() or {}).get('nanovlm_config')
     if saved is None: return                                  # nanoVLM's files carry no config
     diff = sorted(k for k, v in json.loads(saved).items() if k not in _NAME_FIELDS and getattr(cfg, k, v) != v)
     if diff: raise ValueError(f"{cfg_path} does not belong to {w_path}: they differ in {diff} (a save interrupted "
