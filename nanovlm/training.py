@@ -487,6 +487,8 @@ def train(model:nn.Module, # model(input_ids, images, attention_mask, targets) -
         if main and (out / 'metrics.jsonl').exists(): os.truncate(out / 'metrics.jsonl', st['metrics_bytes'])  # drop lines after the checkpoint
     else:
         seed_everything(tc.seed + rank)
+        check_run_dir(out, overwrite=overwrite)             # every process, before process 0 writes anything
+        if world > 1: dist.barrier()
         if main: files = _RunFiles.new_run(out, overwrite)
     history = []
     log = _logger(files, tc, on_log, main, history, st['run_id'])
