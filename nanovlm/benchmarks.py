@@ -154,7 +154,9 @@ def count_host_syncs(package:str='nanovlm', # count calls made from this package
     counts, own = {}, {m: torch.Tensor.__dict__.get(m) for m in _SYNC_METHODS}
     def wrap(name, f):
         def counted(self, *args, **kwargs):
-            caller = sys._getframe(1).f_globals.get('__name__', '')
+            frame = sys._getframe(1)
+            while frame.f_code is counted.__code__: frame = frame.f_back  # past an enclosing counter's own wrapper
+            caller = frame.f_globals.get('__name__', '')
             if caller == package or caller.startswith(package + '.'): counts[name] = counts.get(name, 0) + 1
             return f(self, *args, **kwargs)
         return counted

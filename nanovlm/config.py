@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_config.ipynb #40af6205
 from __future__ import annotations
-import argparse, json, os, tempfile
+import argparse, json, math, os, secrets
 from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 import torch
@@ -72,12 +72,14 @@ class VLMConfig:
 
 # %% ../nbs/01_config.ipynb #12053f95
 def _check_types(cfg):
-    "Each field holds its declared type (JSON gives us strings and floats where ints belong)."
+    "Each field holds its declared type (JSON gives us strings and floats where ints belong); floats are finite."
     for f in fields(cfg):
         v, t = getattr(cfg, f.name), f.type
         ok = {'int': isinstance(v, int) and not isinstance(v, bool), 'bool': isinstance(v, bool),
               'float': isinstance(v, (int, float)) and not isinstance(v, bool), 'str': isinstance(v, str)}.get(t, True)
         if not ok: raise ValueError(f"{type(cfg).__name__}.{f.name} must be {t}, got {v!r} ({type(v).__name__})")
+        if t == 'float' and not math.isfinite(v):  # NaN passes every comparison-based check that follows
+            raise ValueError(f"{type(cfg).__name__}.{f.name} must be a finite number, got {v!r}")
 
 def _divides(cfg, num:str, den:str, why:str):
     a, b = getattr(cfg, num), getattr(cfg, den)
@@ -116,22 +118,39 @@ def _validate(self:VLMConfig):
 VLMConfig.validate = _validate
 
 # %% ../nbs/01_config.ipynb #680387be
+def _temp_path(path:Path) -> Path:
+    "An unused hidden name beside `path`, to write it under before the rename."
+    return path.with_name(f'.{path.name}.{secrets.token_hex(4)}.tmp')
+
+def _new_file_mode() -> int:
+    "The mode a new file gets: 0o666 less the umask (for writers that make files private, as safetensors does)."
+    try:                                                       # Linux: read the umask without changing it
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('Umask:'): return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError): pass
+    umask = os.umask(0o022); os.umask(umask)
+    return 0o666 & ~umask
+
 def _atomic_write_text(path, text:str):
     "Write `text` to `path` via a temporary file in the same directory and an atomic rename."
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    tmp = _temp_path(path)
     try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f: f.write(text); f.flush(); os.fsync(f.fileno())
+        with open(tmp, 'x', encoding='utf-8') as f: f.write(text); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+        tmp.unlink(missing_ok=True); raise
 
-def _from_dict(cls, d:dict, source:str='dict'):
-    "Build `cls` from a dict; an unknown key raises naming it."
+def _from_dict(cls, d:dict, source:str|None=None):
+    "Build `cls` from a dict; an unknown key or a bad value raises naming it (and `source`, when given)."
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - known)
-    if unknown: raise ValueError(f"{source}: unknown {cls.__name__} key(s) {unknown}; known keys are {sorted(known)}")
-    return cls(**d)
+    if unknown:
+        raise ValueError(f"{source or 'dict'}: unknown {cls.__name__} key(s) {unknown}; known keys are {sorted(known)}")
+    try: return cls(**d)
+    except ValueError as e:
+        if source is None: raise
+        raise ValueError(f"{source}: {e}") from None
 
 def _from_json(cls, path):
     "Load from a JSON file, strictly (see `from_dict`)."
@@ -223,6 +242,7 @@ class TrainConfig:
     seed: int = 0 # seeds data order and initialisation
     output_dir: str = 'runs/nanovlm' # run directory: checkpoints, trainer state, logs
     data: str = 'shapes' # data source
+    skip_bad_rows: bool = False # skip unreadable rows of a JSONL file, and list them, instead of refusing to start
     best_metric: str = 'accuracy' # metric that picks the best checkpoint: 'accuracy' (higher is better) or 'val_loss'
     precision: str = 'auto' # 'auto' (bf16 autocast where the device has native bf16, else fp32), 'bf16' or 'fp32'
     log_wandb: bool = False # also log to Weights & Biases (when installed)
@@ -264,3 +284,14 @@ def info_cli(argv=None):
     print(f"\nimage (B, 3, {cfg.vit_img_size}, {cfg.vit_img_size}) -> (B, {cfg.vit_n_patches}, {cfg.vit_hidden_dim}) patches"
           f" -> (B, {cfg.n_image_tokens}, {cfg.mp_input_dim}) shuffled -> (B, {cfg.n_image_tokens}, {cfg.lm_hidden_dim}) image tokens"
           f" -> LM over (B, {cfg.n_image_tokens} + T, {cfg.lm_hidden_dim}), T <= {cfg.lm_max_length}")
+
+# %% ../nbs/01_config.ipynb #c3ffb8e3
+def _check_safetensors(path) -> str:
+    "`path` as a str if it is a complete safetensors file (only its header is read); else `ValueError` naming it."
+    from safetensors import safe_open, SafetensorError
+    try:
+        with safe_open(str(path), framework='pt'): pass
+    except SafetensorError as e:
+        raise ValueError(f"{path} is not a valid safetensors file (truncated, or a pickle?): {e}; "
+                         "copy or download it again, or convert the weights to safetensors") from None
+    return str(path)

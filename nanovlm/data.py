@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 import tokenizers
 from tokenizers import models, pre_tokenizers, decoders, trainers
 import matplotlib.pyplot as plt
@@ -18,9 +18,10 @@ from .config import _atomic_write_text
 
 # %% auto #0
 __all__ = ['EOS_TOKEN', 'UNK_TOKEN', 'SHAPE_COLORS', 'SHAPE_KINDS', 'QTYPES', 'DESCRIBE_QUESTION', 'format_prompt',
-           'format_answer', 'Tokenizer', 'train_tokenizer', 'get_tokenizer', 'to_rgb', 'ImageProcessor',
-           'get_image_processor', 'VQADataset', 'VQACollator', 'plot_batch_tokens', 'render_shapes', 'describe_scene',
-           'ShapesVQA', 'shapes_corpus', 'shapes_tokenizer', 'normalize_answer', 'exact_match', 'multiple_choice_match']
+           'format_answer', 'Tokenizer', 'train_tokenizer', 'get_tokenizer', 'upright', 'to_rgb', 'ImageProcessor',
+           'get_image_processor', 'VQADataset', 'read_jsonl', 'VQACollator', 'plot_batch_tokens', 'render_shapes',
+           'describe_scene', 'ShapesVQA', 'shapes_corpus', 'shapes_tokenizer', 'normalize_answer', 'exact_match',
+           'multiple_choice_match']
 
 # %% ../nbs/07_data.ipynb #2e2b3881
 EOS_TOKEN = '<|endoftext|>' # end-of-sequence token of nanoVLM's cosmo2 tokenizer and of the tokenizers we train
@@ -46,6 +47,7 @@ class Tokenizer:
                 ):
         eos_id = tok.token_to_id(eos_token)
         if eos_id is None: raise ValueError(f"the tokenizer has no EOS token {eos_token!r}; pass eos_token= one of its tokens")
+        tok.encode_special_tokens = True  # '<|endoftext|>' typed by a user is text, not the EOS id
         self.tok, self.eos_token, self.eos_token_id = tok, eos_token, eos_id
     @property
     def pad_token_id(self) -> int: "padding id: EOS, as nanoVLM"; return self.eos_token_id
@@ -55,7 +57,7 @@ class Tokenizer:
     def __repr__(self): return f"Tokenizer(vocab_size={self.vocab_size}, eos_token={self.eos_token!r}, eos_token_id={self.eos_token_id})"
 
     def encode(self, text:str) -> list[int]:
-        "Token ids of `text`, without special tokens added."
+        "Token ids of `text`, without special tokens added (the spelling of one in `text` is encoded as text)."
         if not isinstance(text, str): raise ValueError(f"encode expects a str, got {type(text).__name__}")
         return self.tok.encode(text, add_special_tokens=False).ids
     def decode(self, ids, skip_special_tokens:bool=True) -> str:
@@ -204,6 +206,12 @@ def get_tokenizer(name_or_path, # Hub repo id, local directory holding tokenizer
 
 # %% ../nbs/07_data.ipynb #9720b0cb
 _ALPHA_MODES = ('RGBA', 'LA', 'PA', 'RGBa', 'La')
+_ORIENTATION = 0x0112 # the EXIF tag a camera sets when the pixels are stored turned
+
+def upright(img:Image.Image) -> Image.Image:
+    "`img` turned the way its EXIF orientation tag says (a copy without the tag), or `img` itself if it has none."
+    if not isinstance(img, Image.Image): raise ValueError(f"expected a PIL.Image.Image, got {type(img).__name__}")
+    return ImageOps.exif_transpose(img) if img.getexif().get(_ORIENTATION, 1) != 1 else img
 
 def to_rgb(img:Image.Image) -> Image.Image:
     "An 8-bit RGB copy of `img`, whatever its mode; transparency is composited on white."
@@ -232,10 +240,11 @@ class ImageProcessor:
         self.img_size, self.normalize = img_size, normalize
         if normalize is not None:
             mean, std = (torch.tensor(v, dtype=torch.float32).reshape(-1, 1, 1).expand(3, 1, 1).clone() for v in normalize)
-            if (std <= 0).any(): raise ValueError(f"normalize std must be positive, got {normalize[1]}")
+            if not ((std > 0) & std.isfinite() & mean.isfinite()).all():  # `std <= 0` alone lets NaN through
+                raise ValueError(f"normalize std must be positive (and mean and std finite), got {normalize}")
             self.mean, self.std = mean, std
     def __call__(self, img:Image.Image) -> torch.Tensor:
-        img = to_rgb(img)
+        img = to_rgb(upright(img))
         if img.size != (self.img_size, self.img_size):
             img = img.resize((self.img_size, self.img_size), Image.Resampling.BILINEAR)
         x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255).contiguous()  # (3, S, S)
@@ -260,7 +269,7 @@ def _open_image(src, where:str) -> Image.Image:
         f, name = src, str(src)
     else: raise ValueError(f"{where}: expected a PIL image, a path or image bytes, got {type(src).__name__}")
     try:
-        with Image.open(f) as im: im.load(); return im.copy()
+        with Image.open(f) as im: im.load(); return upright(im.copy())
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"{where}: cannot decode image {name}: {e}") from None
 
@@ -279,7 +288,9 @@ def _row_image(row, where:str, warn_multi:list):
 
 def _row_turns(row, where:str) -> list[tuple[str, str]]:
     "The (user, assistant) turns of a row, checked."
-    texts = row.get('texts')
+    if 'texts' not in row:
+        raise ValueError(f"{where}: the row has no 'texts' (expected 'texts': [{{'user': ..., 'assistant': ...}}])")
+    texts = row['texts']
     if isinstance(texts, dict): texts = [texts]
     if not isinstance(texts, (list, tuple)) or not texts: raise ValueError(f"{where}: 'texts' must be a non-empty list of turns, got {texts!r}")
     turns = []
@@ -326,30 +337,57 @@ class VQADataset(Dataset):
                 'answer_ids': [tok.encode(format_answer(a)) + [eos] for _, a in turns]}
 
 # %% ../nbs/07_data.ipynb #1038aa3f
-def _from_jsonl(cls, path, # the JSONL file
+def _check_image_file(p:Path, where:str):
+    "Raise naming `where` if image file `p` is missing or does not decode."
+    if not p.is_file(): raise FileNotFoundError(f"{where}: image file {p} not found")
+    try:
+        with Image.open(p) as im: im.draft('RGB', (64, 64)); im.load()  # draft: JPEGs decode at 1/8 size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{where}: cannot decode image {p}: {e}") from None
+
+def _jsonl_row(path:Path, n:int, raw:bytes) -> dict|None:
+    "The checked row of line `n` (the bytes `raw`) of JSONL file `path`; None for a blank line."
+    where = f"{path} line {n}"
+    try: line = raw.decode('utf-8').rstrip('\r\n')
+    except UnicodeDecodeError: raise ValueError(f"{where}: not UTF-8 text (is this a JSONL file?)") from None
+    if not line.strip(): return None
+    try: row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(row, dict): raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    _row_turns(row, where)
+    img = _row_image(row, where, [])
+    if not isinstance(img, str): raise ValueError(f"{where}: 'image' must be a path string, got {img!r}")
+    img = Path(img) if Path(img).is_absolute() else path.parent / img
+    _check_image_file(img, where)
+    return {'images': [img], 'texts': row['texts'], '_where': where}
+
+def read_jsonl(path, # a JSONL file of `{'image': path, 'texts': [...]}` rows, image paths relative to it
+               on_error:str='raise', # 'raise' at the first bad line, or 'skip' bad lines and return their messages
+              ) -> tuple[list, list]:
+    "The rows of a JSONL file, every line checked, and the messages of the lines skipped."
+    if on_error not in ('raise', 'skip'): raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"no JSONL file at {path}")
+    rows, skipped = [], []
+    with open(path, 'rb') as f:
+        for n, raw in enumerate(f, 1):
+            try: row = _jsonl_row(path, n, raw)
+            except (ValueError, FileNotFoundError) as e:
+                if on_error == 'raise': raise
+                skipped.append(str(e)); continue
+            if row is not None: rows.append(row)
+    if not rows:
+        why = f"all {len(skipped)} are bad; the first: {skipped[0]}" if skipped else "the file is empty"
+        raise ValueError(f"{path}: no usable rows ({why})")
+    return rows, skipped
+
+def _from_jsonl(cls, path, # the JSONL file (see `read_jsonl`)
                 tokenizer:Tokenizer, image_processor, # as for `VQADataset`
                 on_error:str='raise', # 'raise' or 'skip' bad lines (listed in `ds.skipped`) and bad images
                ) -> VQADataset:
     "A `VQADataset` from a JSONL file of `{'image': path, 'texts': [...]}` rows (paths relative to the file)."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"no JSONL file at {path}")
-    rows, skipped = [], []
-    for n, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
-        if not line.strip(): continue
-        where = f"row {len(rows)} ({path.name} line {n})"
-        try:
-            try: row = json.loads(line)
-            except json.JSONDecodeError as e: raise ValueError(f"{path} line {n}: not valid JSON ({e})") from None
-            if not isinstance(row, dict): raise ValueError(f"{path} line {n}: expected a JSON object, got {type(row).__name__}")
-            img = _row_image(row, where, [])
-            if not isinstance(img, str): raise ValueError(f"{path} line {n}: 'image' must be a path string, got {img!r}")
-            img = Path(img) if Path(img).is_absolute() else path.parent/img
-            if not img.is_file(): raise FileNotFoundError(f"{path} line {n}: image file {img} not found")
-            _row_turns(row, where)
-            rows.append({'images': [img], 'texts': row['texts'], '_where': where})
-        except (ValueError, FileNotFoundError) as e:
-            if on_error == 'raise': raise
-            skipped.append(str(e))
+    rows, skipped = read_jsonl(path, on_error)
     ds = cls(rows, tokenizer, image_processor, on_error=on_error)
     ds.skipped = skipped
     return ds

@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 from .vision_language_model import VisionLanguageModel
-from .data import Tokenizer, get_tokenizer, get_image_processor, format_prompt
-from .training import load_image_processor, default_threads, _in_notebook, _device_problem
+from .data import Tokenizer, get_tokenizer, get_image_processor, format_prompt, upright
+from .training import (load_image_processor, default_threads, _in_notebook, _device_problem, _one_line, _debug,
+                              _Parser)
 
 # %% auto #0
 __all__ = ['load_for_inference', 'read_image', 'ask', 'generate_cli']
@@ -71,11 +72,11 @@ def load_for_inference(checkpoint:str, # local checkpoint directory (e.g. runs/t
 # %% ../nbs/08_end_to_end.ipynb #137e3af7
 def read_image(path, # an image file
               ) -> Image.Image:
-    "Open and fully decode an image file; a missing or unreadable file raises naming it."
+    "Open and fully decode an image file, turned upright as its EXIF tag says; a missing or unreadable file raises."
     p = Path(path)
     if not p.is_file(): raise FileNotFoundError(f"image file {p} not found; check the path")
     try:
-        with Image.open(p) as im: im.load(); return im.copy()
+        with Image.open(p) as im: im.load(); return upright(im.copy())
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot read image {p} ({e}); pass a PNG, JPEG or another format Pillow can open") from None
 
@@ -100,10 +101,6 @@ def ask(model:VisionLanguageModel, tokenizer:Tokenizer, image_processor, # from 
     return [a.strip() for a in tokenizer.batch_decode(out.cpu())]                      # (n, max_new_tokens) -> n strings
 
 # %% ../nbs/08_end_to_end.ipynb #0322cce9
-class _Parser(argparse.ArgumentParser):
-    "argparse with one-line errors (no usage block), exit status 2."
-    def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
 def _parser() -> argparse.ArgumentParser:
     ap = _Parser(prog='nanovlm-generate', description="Answer a question about an image with a trained nanovlm "
                  "checkpoint (a run directory of nanovlm-train) or a nanoVLM checkpoint on the Hugging Face Hub.")
@@ -120,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     a('--seed', type=int, help='seed the sampling, for reproducible answers')
     a('--device', help='cpu, cuda, cuda:1, ... (default: cuda when available)')
     a('--revision', help='Hub branch, tag or commit')
+    a('--debug', action='store_true', help='show the traceback of an error (also: NANOVLM_DEBUG=1)')
     return ap
 
 def _check_args(ap, a):
@@ -141,8 +139,6 @@ def _check_checkpoint(name:str):
         raise FileNotFoundError(f"no checkpoint directory {name} ({'a file, not a directory' if p.exists() else 'not found'}); "
                                 "pass the --output-dir of a nanovlm-train run, or a Hub repo id user/name")
 
-def _one_line(e:Exception) -> str: return ' '.join(str(e).split())
-
 def generate_cli(argv:list|None=None # the options (default: sys.argv[1:])
                 ) -> int:
     "`nanovlm-generate`: answer a question about an image with a checkpoint; prints one answer per line."
@@ -156,7 +152,8 @@ def generate_cli(argv:list|None=None # the options (default: sys.argv[1:])
         model, tok, proc = load_for_inference(a.checkpoint, a.device, a.revision)
         answers = ask(model, tok, proc, image, a.prompt, n=a.generations, max_new_tokens=a.max_new_tokens,
                       greedy=a.greedy, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, seed=a.seed)
-    except (FileNotFoundError, ValueError) as e:
+    except (ValueError, OSError) as e:  # a bad image, checkpoint or setting (FileNotFoundError is an OSError)
+        if _debug(a): raise
         print(f"nanovlm-generate: error: {_one_line(e)}", file=sys.stderr); return 1
     for i, ans in enumerate(answers): print(ans if len(answers) == 1 else f"{i + 1}: {ans}")
     if not all(answers):  # an empty line alone looks like a failure

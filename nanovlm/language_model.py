@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .config import VLMConfig
+from .config import VLMConfig, _check_safetensors
 from .vision_transformer import attention
 
 # %% auto #0
@@ -354,7 +354,7 @@ def _read_safetensors(d:Path) -> dict:
     for f in files:
         if not (d / f).is_file(): raise FileNotFoundError(f"{d}: shard {f} listed in model.safetensors.index.json is missing")
     sd = {}
-    for f in files: sd.update(load_file(d / f))
+    for f in files: sd.update(load_file(_check_safetensors(d / f)))  # a truncated shard raises naming it
     return sd
 
 # %% ../nbs/04_language_model.ipynb #16859f83

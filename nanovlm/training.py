@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_training.ipynb #19eaabfe
 from __future__ import annotations
-import argparse, base64, importlib.util, json, math, os, random, shutil, signal, sys, time
+import argparse, base64, importlib.util, json, math, os, random, secrets, shutil, sys, time
 from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -15,18 +15,21 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
-from .config import VLMConfig, TrainConfig, PRESETS, get_preset, _atomic_write_text
+from .config import (VLMConfig, TrainConfig, PRESETS, get_preset, _atomic_write_text, _check_safetensors,
+                            _new_file_mode)
 from .vision_language_model import VisionLanguageModel, load_state_strict
 from .data import (VQADataset, VQACollator, ShapesVQA, get_tokenizer, get_image_processor, train_tokenizer,
-                          shapes_tokenizer, exact_match, multiple_choice_match, format_prompt, format_answer)
+                          shapes_tokenizer, exact_match, multiple_choice_match, format_prompt, format_answer, read_jsonl,
+                          upright)
 
 # %% auto #0
-__all__ = ['IMAGE_MEAN_STD', 'SHAPES_TRAIN_SIZE', 'SHAPES_DESCRIBE', 'TRAIN_PRESETS', 'image_processor_for',
+__all__ = ['IMAGE_MEAN_STD', 'RUN_FILES', 'SHAPES_TRAIN_SIZE', 'SHAPES_DESCRIBE', 'TRAIN_PRESETS', 'image_processor_for',
            'save_image_processor', 'load_image_processor', 'param_groups', 'make_optimizer', 'lr_factor', 'set_lr',
            'count_targets', 'accumulate_gradients', 'step_batches', 'score_answer', 'native_bf16', 'resolve_precision',
            'precision_context', 'Evaluator', 'atomic_update', 'rng_state', 'set_rng_state', 'seed_everything',
-           'save_checkpoint', 'load_checkpoint', 'NonFiniteLossError', 'train', 'plot_metrics', 'setup_distributed',
-           'check_data_source', 'load_data', 'default_threads', 'run_training', 'train_config_for', 'train_cli']
+           'save_checkpoint', 'load_checkpoint', 'NonFiniteLossError', 'check_run_dir', 'train', 'plot_metrics',
+           'setup_distributed', 'check_data_source', 'load_data', 'default_threads', 'run_training', 'train_config_for',
+           'train_cli']
 
 # %% ../nbs/06_training.ipynb #604c23cf
 IMAGE_MEAN_STD = (0.5, 0.5) # SigLIP's normalisation: pixels from [0, 1] to [-1, 1]
@@ -267,7 +270,7 @@ class Evaluator:
         return res
 
 # %% ../nbs/06_training.ipynb #88521fce
-_STAGING, _COMMIT = '.staging', 'COMMIT'
+_STAGING, _COMMIT, _REMOVE = '.staging', 'COMMIT', 'REMOVE'
 
 def _fsync_dir(d:Path):
     try:
@@ -276,18 +279,28 @@ def _fsync_dir(d:Path):
         finally: os.close(fd)
     except OSError: pass  # some filesystems do not allow it
 
+def _remove(p:Path):
+    "Delete file or directory `p`, if it exists."
+    if p.is_dir() and not p.is_symlink(): shutil.rmtree(p)
+    else: p.unlink(missing_ok=True)
+
 def _apply_staging(target:Path):
     "Finish or undo an interrupted update of `target`: move committed files into place, or drop uncommitted ones."
     st = target / _STAGING
     if not st.is_dir(): return
     if (st / _COMMIT).exists():
+        if (st / _REMOVE).is_file():                        # old files the update deletes
+            for name in json.loads((st / _REMOVE).read_text()): _remove(target / name)
         for f in sorted(st.iterdir()):
-            if f.name != _COMMIT: os.replace(f, target / f.name)
+            if f.name in (_COMMIT, _REMOVE): continue
+            if f.is_dir(): _remove(target / f.name)         # a directory replaces the old one whole
+            os.replace(f, target / f.name)
         _fsync_dir(target)
     shutil.rmtree(st)
 
 def atomic_update(target, # directory to update (created if missing)
                   write_fn, # write_fn(staging_dir) writes every file of the update
+                  remove=(), # names in `target` to delete in the same commit, unless the update writes them
                  ) -> Path:
     "Replace a set of files in `target` all together or not at all, via a staging directory and a commit marker."
     target = Path(target); target.mkdir(parents=True, exist_ok=True)
@@ -295,7 +308,10 @@ def atomic_update(target, # directory to update (created if missing)
     st = target / _STAGING; st.mkdir()
     write_fn(st)
     for f in st.iterdir():
-        with open(f, 'rb') as fh: os.fsync(fh.fileno())
+        if f.is_file():
+            with open(f, 'rb') as fh: os.fsync(fh.fileno())
+    gone = sorted(set(remove) - {f.name for f in st.iterdir()})
+    if gone: _atomic_write_text(st / _REMOVE, json.dumps(gone))
     _atomic_write_text(st / _COMMIT, '')                    # the commit point
     _fsync_dir(st)
     _apply_staging(target)
@@ -326,12 +342,17 @@ def seed_everything(seed:int):
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
 
 # %% ../nbs/06_training.ipynb #8706f0db
+RUN_FILES = ('config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'preprocessor_config.json',
+             'train_config.json', 'trainer_state.json', 'trainer_state.safetensors', 'metrics.jsonl', 'metrics.json',
+             'best', 'examples') # everything a run writes into its directory
+
 def save_checkpoint(out, # the run directory
                     model:nn.Module, # has `save_pretrained(dir)`
                     opt:torch.optim.Optimizer,
                     tc:TrainConfig,
                     state:dict, # step, data position, best metric, ... (JSON-safe)
                     save_with=(), # objects with `save(dir)` (tokenizer, image processor), saved beside the model
+                    adopt:Path|None=None, # a new run's files from before its first checkpoint (see `_RunFiles`)
                    ):
     "Write a resumable checkpoint into `out`, atomically as a whole (only process 0 writes)."
     rank, world = _rank_world()
@@ -348,8 +369,12 @@ def save_checkpoint(out, # the run directory
             for obj in save_with: obj.save(st)
             (st / 'train_config.json').write_text(json.dumps(asdict(tc), indent=2))
             save_file(tensors, str(st / 'trainer_state.safetensors'))
+            os.chmod(st / 'trainer_state.safetensors', _new_file_mode())  # safetensors makes it 0600
             (st / 'trainer_state.json').write_text(json.dumps(meta, indent=1))
-        atomic_update(out, write)
+            if adopt is not None:                           # the new run's log and best/ join its first commit
+                for f in Path(adopt).iterdir(): os.replace(f, st / f.name)
+        atomic_update(out, write, remove=RUN_FILES if adopt is not None else ())  # ... and the old run's files go
+        if adopt is not None: shutil.rmtree(adopt, ignore_errors=True)
     if world > 1: dist.barrier()
 
 def load_checkpoint(out, # the run directory
@@ -361,53 +386,104 @@ def load_checkpoint(out, # the run directory
     if _rank_world()[1] > 1: dist.barrier()
     if not (out / 'trainer_state.json').is_file():
         raise FileNotFoundError(f"{out} holds no trainer_state.json: not a run directory to resume (train without resume)")
-    meta = json.loads((out / 'trainer_state.json').read_text())
-    load_state_strict(model, load_file(str(out / 'model.safetensors')), source=str(out / 'model.safetensors'))
-    tensors = load_file(str(out / 'trainer_state.safetensors'))
-    keys = meta['optimizer']['state_keys']
-    opt.load_state_dict({'param_groups': meta['optimizer']['param_groups'],
-                         'state': {int(i): {k: tensors[f'optimizer.{i}.{k}'] for k in ks} for i, ks in keys.items()}})
+    w = out / 'model.safetensors'
+    load_state_strict(model, load_file(_check_safetensors(w)), source=str(w))
+    tensors = load_file(_check_safetensors(out / 'trainer_state.safetensors'))
+    try:
+        meta = json.loads((out / 'trainer_state.json').read_text())
+        keys = meta['optimizer']['state_keys']
+        state = {int(i): {k: tensors[f'optimizer.{i}.{k}'] for k in ks} for i, ks in keys.items()}
+        opt.load_state_dict({'param_groups': meta['optimizer']['param_groups'], 'state': state})
+        rngs, saved_world, step = meta['rng'], meta['world_size'], int(meta['step'])
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{out / 'trainer_state.json'} is damaged ({type(e).__name__}: {e}); resume from a good copy "
+                         "of the run directory, or start a new run") from None
     rank, world = _rank_world()
-    if meta['world_size'] == world: set_rng_state(meta['rng'][rank])
-    else: seed_everything(int(meta['step']) * 1000 + rank)  # another process count: a fresh, still deterministic stream
+    if saved_world == world: set_rng_state(rngs[rank])
+    else: seed_everything(step * 1000 + rank)  # another process count: a fresh, still deterministic stream
     return meta
 
 # %% ../nbs/06_training.ipynb #5653a468
 class NonFiniteLossError(RuntimeError):
     "The training loss became NaN or infinite."
 
-def _check_finite(bad:torch.Tensor, step:int, last_ok:int, out, last_saved:int):
+def _check_finite(bad:torch.Tensor, step:int, last_ok:int, out, last_saved:int, what:str='the loss'):
     "Raise `NonFiniteLossError` if the flag is set (on any process); one host sync."
     if _rank_world()[1] > 1: bad = bad.int(); dist.all_reduce(bad, op=dist.ReduceOp.MAX)
     if bool(bad):
         ck = f"the last good checkpoint (step {last_saved}) in {out} is intact" if last_saved else "no checkpoint was written"
-        raise NonFiniteLossError(f"the loss became NaN or infinite between steps {last_ok + 1} and {step}; training "
-                                 f"stopped and {ck}. Lower the learning rates (lr_mp, lr_backbones), lengthen the "
-                                 "warm-up or check the data, then train again")
+        when = f"between steps {last_ok + 1} and {step}" if what == 'the loss' else f"at step {step}"
+        raise NonFiniteLossError(f"{what} became NaN or infinite {when}; training stopped and {ck}. Lower the "
+                                 "learning rates (lr_mp, lr_backbones), lengthen the warm-up or check the data, then "
+                                 "train again")
+
+def _nonfinite_weights(model:nn.Module) -> torch.Tensor:
+    "A device flag: is any weight NaN or infinite? (read by `_check_finite`)"
+    return ~torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all()
+
+# %% ../nbs/06_training.ipynb #53bdfb50
+_PENDING = '.pending'
+
+def check_run_dir(out, # the run directory
+                  resume:bool=False, # continue the run in it
+                  overwrite:bool=False, # a new run may replace what is in it
+                 ):
+    "Raise `FileExistsError` if `out` is a file, or a non-empty directory for a new run without `overwrite`."
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output directory {out} is a file, not a directory; choose another output directory")
+    if resume or overwrite or not out.is_dir(): return
+    old = sorted(p.name for p in out.iterdir() if p.name not in (_STAGING, _PENDING))
+    if old: raise FileExistsError(
+        f"output directory {out} is not empty ({', '.join(old[:3])}{', ...' if len(old) > 3 else ''}): continue its run "
+        "with --resume (resume=True), choose another output directory, or replace it with --overwrite (overwrite=True); "
+        "the old files stay until the new run has saved its first checkpoint")
+
+class _RunFiles:
+    "Where a run writes its log and `best/`: its directory, or `.pending/` in it until a replacing run commits."
+    def __init__(self, out:Path, pending:Path|None=None): self.out, self.pending = out, pending
+    @property
+    def dir(self) -> Path: return self.pending or self.out
+
+    @classmethod
+    def new_run(cls, out:Path, overwrite:bool) -> _RunFiles:
+        check_run_dir(out, overwrite=overwrite)
+        out.mkdir(parents=True, exist_ok=True)
+        old = any(p.name not in (_STAGING, _PENDING) for p in out.iterdir())
+        files = cls(out, out / _PENDING if old else None)
+        shutil.rmtree(out / _PENDING, ignore_errors=True)      # left by an earlier run that was killed
+        if old: files.pending.mkdir()
+        else: _apply_staging(out)
+        (files.dir / 'metrics.jsonl').write_text('')
+        return files
+
+    def committed(self): self.pending = None                  # the first checkpoint moved the pending files in
+
+    def discard(self):
+        "After a failure before the first checkpoint: drop what the new run wrote, leaving the old run as it was."
+        if self.pending is None: return
+        shutil.rmtree(self.pending, ignore_errors=True)
+        if not (self.out / _STAGING / _COMMIT).exists(): shutil.rmtree(self.out / _STAGING, ignore_errors=True)
 
 # %% ../nbs/06_training.ipynb #b821293a
-def _logger(out:Path, tc:TrainConfig, on_log, main:bool, history:list):
+def _logger(files:_RunFiles, tc:TrainConfig, on_log, main:bool, history:list, run_id:str):
     "A function that records one metrics dict everywhere it should go."
     wb = None
     if main and tc.log_wandb:
         if importlib.util.find_spec('wandb') is None:
             raise ValueError("log_wandb=True but wandb is not installed: pip install wandb, or turn log_wandb off")
-        import wandb
-        wb = wandb.init(project='nanovlm', name=out.name, config=asdict(tc), resume='allow', id=f'nanovlm-{out.name}')
+        import wandb  # `run_id` is the run's own (kept in its trainer state), so two runs never share a W&B run
+        wb = wandb.init(project='nanovlm', name=files.out.name, config=asdict(tc), resume='allow', id=run_id)
     def log(rec:dict):
         history.append(rec)
         if not main: return
-        with open(out / 'metrics.jsonl', 'a') as f: f.write(json.dumps(rec) + '\n')
+        with open(files.dir / 'metrics.jsonl', 'a') as f: f.write(json.dumps(rec) + '\n')
         if on_log is not None: on_log(rec)
         if wb is not None: wb.log({k: v for k, v in rec.items() if k != 'step'}, step=rec['step'])
     return log
 
 def _better(metric:str, new:float, old:float|None) -> bool:
     return old is None or (new < old if metric.endswith('loss') else new > old)
-
-def _maybe_kill(step:int):
-    "Fault injection for tests: SIGKILL this process after step `NANOVLM_KILL_AT_STEP`."
-    if os.environ.get('NANOVLM_KILL_AT_STEP') == str(step): os.kill(os.getpid(), signal.SIGKILL)
 
 # %% ../nbs/06_training.ipynb #084674d4
 def train(model:nn.Module, # model(input_ids, images, attention_mask, targets) -> (logits, loss); has save_pretrained
@@ -421,6 +497,7 @@ def train(model:nn.Module, # model(input_ids, images, attention_mask, targets) -
           progress:bool=True, # show a progress bar
           num_workers:int=0, # DataLoader worker processes
           stop_after:int|None=None, # end the loop after this step, as if the process died there (resume continues)
+          overwrite:bool=False, # a new run may replace the one in a non-empty `output_dir` (see `check_run_dir`)
          ) -> list[dict]:
     "Train `model` as `tc` says, under DDP when torch.distributed is initialised; returns the metrics records."
     rank, world = _rank_world()
@@ -430,69 +507,82 @@ def train(model:nn.Module, # model(input_ids, images, attention_mask, targets) -
     if tc.batch_size % (world * A):
         raise ValueError(f"batch_size={tc.batch_size} does not split over {world} process(es) x {A} accumulation steps")
     opt = make_optimizer(model, tc)
-    st = {'step': 0, 'epoch': 0, 'step_in_epoch': 0, 'best': None, 'best_step': None, 'metrics_bytes': 0, 'elapsed_s': 0.0}
+    st = {'step': 0, 'epoch': 0, 'step_in_epoch': 0, 'best': None, 'best_step': None, 'metrics_bytes': 0, 'elapsed_s': 0.0,
+          'run_id': secrets.token_hex(8)}                 # a resumed run keeps the id in its trainer state
+    files = _RunFiles(out)
     if resume:
         st.update(load_checkpoint(out, model, opt))
         if main and (out / 'metrics.jsonl').exists(): os.truncate(out / 'metrics.jsonl', st['metrics_bytes'])  # drop lines after the checkpoint
     else:
         seed_everything(tc.seed + rank)
-        if main:
-            out.mkdir(parents=True, exist_ok=True); _apply_staging(out)
-            (out / 'metrics.jsonl').write_text('')
-            shutil.rmtree(out / 'best', ignore_errors=True)
+        check_run_dir(out, overwrite=overwrite)             # every process, before process 0 writes anything
+        if world > 1: dist.barrier()
+        if main: files = _RunFiles.new_run(out, overwrite)
     history = []
-    log = _logger(out, tc, on_log, main, history)
+    log = _logger(files, tc, on_log, main, history, st['run_id'])
     if tc.compile: model.compile()
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None) if world > 1 else model
     amp = precision_context(device, tc.precision)
     batches = step_batches(train_ds, collate, tc.batch_size // (world * A), A, tc.seed, st['epoch'], st['step_in_epoch'], num_workers)
     bad = torch.zeros((), dtype=torch.bool, device=device)   # set by a non-finite loss; read only at log/eval/save time
     loss_sum, n_steps, n_tok, n_smp, last_ok, last_saved = torch.zeros((), device=device), 0, 0, 0, st['step'], st['step'] if resume else 0
-    t_log, elapsed0 = time.perf_counter(), st['elapsed_s']
+    t_log, elapsed0, n_skip = time.perf_counter(), st['elapsed_s'], 0  # n_skip: bad rows skipped while reading
     t_start = t_log
     bar = tqdm(total=tc.max_steps, initial=st['step'], disable=not (progress and main), dynamic_ncols=True)
     net.train()
-    for step in range(st['step'] + 1, tc.max_steps + 1):  # `step` counts finished optimizer steps
-        lr = set_lr(opt, lr_factor(step - 1, tc.max_steps, tc.warmup_steps, tc.min_lr_ratio, tc.lr_schedule, tc.lr_decay_frac))
-        epoch, pos, micro = next(batches)
-        loss = accumulate_gradients(net, micro, device, amp)
-        if tc.max_grad_norm > 0: nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
-        opt.step(); opt.zero_grad(set_to_none=True)
-        bad |= ~torch.isfinite(loss)
-        loss_sum += loss; n_steps += 1
-        n_tok += sum(int(b['attention_mask'].sum()) for b in micro); n_smp += sum(len(b['input_ids']) for b in micro)
-        st.update(step=step, epoch=epoch, step_in_epoch=pos + 1)
-        bar.update(1)
-        if step % tc.log_interval == 0 or step == tc.max_steps:
-            _check_finite(bad, step, last_ok, out, last_saved); last_ok = step
-            tot = torch.stack([loss_sum.double(), torch.tensor(float(n_tok), device=device, dtype=torch.float64),
-                               torch.tensor(float(n_smp), device=device, dtype=torch.float64)])
-            if world > 1: dist.all_reduce(tot)
-            tot, now = tot.tolist(), time.perf_counter()
-            rec = {'step': step, 'loss': tot[0] / n_steps, 'lr': lr, 'tokens_per_s': tot[1] / (now - t_log),
-                   'samples_per_s': tot[2] / (now - t_log), 'elapsed_s': elapsed0 + now - t_start}
-            log(rec); bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f'{lr:.2e}', tok_s=f"{rec['tokens_per_s']:.0f}")
-            loss_sum.zero_(); n_steps = n_tok = n_smp = 0; t_log = time.perf_counter()
-        if evaluator is not None and ((tc.eval_interval and step % tc.eval_interval == 0) or step == tc.max_steps):
-            _check_finite(bad, step, last_ok, out, last_saved); last_ok = step
-            t0 = time.perf_counter()
-            m = evaluator(model)
-            log({'step': step, **m, 'eval_s': time.perf_counter() - t0})
-            if tc.best_metric in m and _better(tc.best_metric, m[tc.best_metric], st['best']):
-                st.update(best=m[tc.best_metric], best_step=step)
-                if main: atomic_update(out / 'best', lambda d: (model.save_pretrained(d), [o.save(d) for o in save_with],
-                                                                (d / 'best.json').write_text(json.dumps({'step': step, **m}))))
-            t_log += time.perf_counter() - t0          # evaluation time does not count against throughput
-        if (tc.save_every and step % tc.save_every == 0) or step == tc.max_steps:
-            _check_finite(bad, step, last_ok, out, last_saved); last_ok = step
-            st.update(elapsed_s=elapsed0 + time.perf_counter() - t_start,
-                      metrics_bytes=(out / 'metrics.jsonl').stat().st_size if main else 0)
-            save_checkpoint(out, model, opt, tc, st, save_with); last_saved = step
-        _maybe_kill(step)
-        if step == stop_after: break
-    bar.close()
-    if st['step'] == 0 and main and not (out / 'model.safetensors').exists():  # max_steps=0: still leave a model behind
-        save_checkpoint(out, model, opt, tc, st, save_with)
+    try:
+        for step in range(st['step'] + 1, tc.max_steps + 1):  # `step` counts finished optimizer steps
+            lr = set_lr(opt, lr_factor(step - 1, tc.max_steps, tc.warmup_steps, tc.min_lr_ratio,
+                                          tc.lr_schedule, tc.lr_decay_frac))
+            epoch, pos, micro = next(batches)
+            loss = accumulate_gradients(net, micro, device, amp)
+            if tc.max_grad_norm > 0: nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
+            opt.step(); opt.zero_grad(set_to_none=True)
+            bad |= ~torch.isfinite(loss)
+            loss_sum += loss; n_steps += 1
+            n_tok += sum(int(b['attention_mask'].sum()) for b in micro); n_smp += sum(len(b['input_ids']) for b in micro)
+            n_skip += sum(b.get('n_skipped', 0) for b in micro)
+            st.update(step=step, epoch=epoch, step_in_epoch=pos + 1)
+            bar.update(1)
+            if step % tc.log_interval == 0 or step == tc.max_steps:
+                _check_finite(bad, step, last_ok, out, last_saved); last_ok = step
+                tot = torch.cat([loss_sum.double()[None],
+                                 torch.tensor([n_tok, n_smp, n_skip], device=device, dtype=torch.float64)])
+                if world > 1: dist.all_reduce(tot)
+                tot, now = tot.tolist(), time.perf_counter()
+                rec = {'step': step, 'loss': tot[0] / n_steps, 'lr': lr, 'tokens_per_s': tot[1] / (now - t_log),
+                       'samples_per_s': tot[2] / (now - t_log), 'elapsed_s': elapsed0 + now - t_start}
+                if tot[3]: rec['skipped_rows'] = int(tot[3])  # since this process started, never silently
+                log(rec); bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f'{lr:.2e}', tok_s=f"{rec['tokens_per_s']:.0f}")
+                loss_sum.zero_(); n_steps = n_tok = n_smp = 0; t_log = time.perf_counter()
+            if evaluator is not None and ((tc.eval_interval and step % tc.eval_interval == 0) or step == tc.max_steps):
+                _check_finite(bad, step, last_ok, out, last_saved); last_ok = step
+                _check_finite(_nonfinite_weights(model), step, last_ok, out, last_saved, 'the weights')
+                t0 = time.perf_counter()
+                m = evaluator(model)
+                bad_val = torch.tensor(not math.isfinite(m.get('val_loss', 0.0)), device=device)
+                _check_finite(bad_val, step, last_ok, out, last_saved, 'the validation loss')
+                log({'step': step, **m, 'eval_s': time.perf_counter() - t0})
+                if tc.best_metric in m and _better(tc.best_metric, m[tc.best_metric], st['best']):
+                    st.update(best=m[tc.best_metric], best_step=step)
+                    if main: atomic_update(files.dir / 'best', lambda d: (
+                        model.save_pretrained(d), [o.save(d) for o in save_with],
+                        (d / 'best.json').write_text(json.dumps({'step': step, **m}))))
+                t_log += time.perf_counter() - t0          # evaluation time does not count against throughput
+            if (tc.save_every and step % tc.save_every == 0) or step == tc.max_steps:
+                _check_finite(bad, step, last_ok, out, last_saved); last_ok = step
+                _check_finite(_nonfinite_weights(model), step, last_ok, out, last_saved, 'the weights')
+                st.update(elapsed_s=elapsed0 + time.perf_counter() - t_start,
+                          metrics_bytes=(files.dir / 'metrics.jsonl').stat().st_size if main else 0)
+                save_checkpoint(out, model, opt, tc, st, save_with, adopt=files.pending); last_saved = step
+                files.committed()
+            if step == stop_after: break
+        if st['step'] == 0 and not resume:               # max_steps=0: still leave a model behind
+            save_checkpoint(out, model, opt, tc, st, save_with, adopt=files.pending); files.committed()
+    except BaseException:
+        files.discard()                                    # a failed overwriting run leaves the old run as it was
+        raise
+    finally: bar.close()
     return history
 
 # %% ../nbs/06_training.ipynb #2192b47e
@@ -549,10 +639,11 @@ def load_data(source:str, # see `check_data_source`
               cfg:VLMConfig, # image size, tokenizer name, vocabulary size
               eval_samples:int, # size of the held-out set
               tokenizer=None, # reuse this tokenizer (when resuming) instead of making one
+              skip_bad_rows:bool=False, # skip bad rows (listed in `skipped`) instead of refusing the data
              ) -> dict:
-    "`tokenizer`, `train` and `eval` datasets, and `qtypes` (question type per eval item, or None)."
+    "`tokenizer`, `train` and `eval` datasets, `qtypes` (question type per eval item, or None), `skipped` (bad rows)."
     check_data_source(source)
-    proc = image_processor_for(cfg)
+    proc, on_error, skipped = image_processor_for(cfg), 'skip' if skip_bad_rows else 'raise', []
     def tok_for(texts):
         if tokenizer is not None: return tokenizer
         if cfg.lm_tokenizer: return get_tokenizer(cfg.lm_tokenizer)
@@ -564,9 +655,9 @@ def load_data(source:str, # see `check_data_source`
         ev, qtypes = VQADataset(held, tok, proc), [held.scene(i)[3] for i in range(len(held))]
     else:
         if source.endswith('.jsonl'):
-            rows = [json.loads(l) for l in Path(source).read_text(encoding='utf-8').splitlines() if l.strip()]
+            rows, skipped = read_jsonl(source, on_error)         # every line checked before anything else reads it
             tok = tok_for(lambda: _texts_of(rows))
-            ds = VQADataset.from_jsonl(source, tok, proc)
+            ds = VQADataset(rows, tok, proc, on_error=on_error)
         else:
             import datasets
             subset = source.split(':', 1)[1]
@@ -574,13 +665,14 @@ def load_data(source:str, # see `check_data_source`
             except Exception as e:
                 raise ValueError(f"cannot load the_cauldron subset {subset!r} ({e}); check the name and the internet connection") from None
             tok = tok_for(lambda: _texts_of(rows.select_columns(['texts'])))
-            ds = VQADataset(rows, tok, proc, on_error='skip')
+            ds = VQADataset(rows, tok, proc, on_error=on_error)
         n = len(ds); k = min(eval_samples, n // 10) if n >= 10 else 0
         train_ds, ev, qtypes = Subset(ds, range(n - k)), Subset(ds, range(n - k, n)), None
     if tok.vocab_size > cfg.lm_vocab_size:
         raise ValueError(f"the tokenizer has {tok.vocab_size} tokens but the model's lm_vocab_size is {cfg.lm_vocab_size}; "
                          "pick a preset whose vocabulary fits the tokenizer")
-    return {'tokenizer': tok, 'image_processor': proc, 'train': train_ds, 'eval': ev, 'qtypes': qtypes}
+    return {'tokenizer': tok, 'image_processor': proc, 'train': train_ds, 'eval': ev, 'qtypes': qtypes,
+            'skipped': skipped}
 
 # %% ../nbs/06_training.ipynb #11f45cf8
 def default_threads(local_world:int=1, # processes of this run on this machine (torchrun's LOCAL_WORLD_SIZE)
@@ -598,6 +690,12 @@ def _precision_note(device, precision:str) -> str:
 
 def _pct(x:float) -> str: return f'{100 * x:.1f}%'
 
+def _report_skipped(skipped:list, source:str):
+    "Say on stderr how many bad rows of `source` were skipped, and which (they are also in metrics.json)."
+    if not skipped: return
+    print(f"nanovlm-train: skipped {len(skipped)} bad row(s) of {source} (skip_bad_rows):", file=sys.stderr)
+    for m in skipped: print(f"  {m}", file=sys.stderr)
+
 def _eval_image(ds, j:int):
     "The PIL image of item `j` of a `VQADataset` (or a `Subset` of one), or None."
     if isinstance(ds, Subset): ds, j = ds.dataset, ds.indices[j]
@@ -605,7 +703,7 @@ def _eval_image(ds, j:int):
     img = (row.get('images') or [None])[0] if isinstance(row, dict) else None
     if isinstance(img, (str, Path)):
         from PIL import Image
-        img = Image.open(img)
+        img = upright(Image.open(img))
     return img if hasattr(img, 'save') else None
 
 def run_training(preset:str, # a key of `PRESETS`
@@ -615,13 +713,16 @@ def run_training(preset:str, # a key of `PRESETS`
                  num_workers:int=0, # DataLoader worker processes
                  progress:bool=True, # show a progress bar
                  n_examples:int=4, # held-out examples to print and save as PNG
+                 overwrite:bool=False, # a new run may replace the one in a non-empty `output_dir`
                 ) -> dict:
     "Train and evaluate a model as `nanovlm-train` does; returns the final metrics (also in `output_dir/metrics.json`)."
     rank, world, dev = setup_distributed(device)
     main, out = rank == 0, Path(tc.output_dir)
     try:
+        check_run_dir(out, resume, overwrite)                  # before any work
         cfg = VLMConfig.from_json(out / 'config.json') if resume else get_preset(preset)
-        data = load_data(tc.data, cfg, tc.eval_samples, get_tokenizer(out) if resume else None)
+        data = load_data(tc.data, cfg, tc.eval_samples, get_tokenizer(out) if resume else None, tc.skip_bad_rows)
+        if main: _report_skipped(data['skipped'], tc.data)
         tok = data['tokenizer']
         cfg = replace(cfg, lm_eos_token_id=tok.eos_token_id)
         seed_everything(tc.seed)
@@ -632,15 +733,20 @@ def run_training(preset:str, # a key of `PRESETS`
         if main: print(f"precision: {_precision_note(dev, tc.precision)}; {torch.get_num_threads()} CPU thread(s)")
         t0 = time.perf_counter()
         savers = [tok, _Saves(save_image_processor, data['image_processor'])]
-        history = train(model, tc, data['train'], collate, evaluator, savers, resume=resume, progress=progress, num_workers=num_workers)
+        history = train(model, tc, data['train'], collate, evaluator, savers, resume=resume, progress=progress,
+                        num_workers=num_workers, overwrite=overwrite)
         last = next((r for r in reversed(history) if 'accuracy' in r and r['step'] == tc.max_steps), None)
         final = last or (evaluator(model) if evaluator is not None else {})
         preds = evaluator.predictions(model)[:n_examples] if evaluator is not None else []
         rates = [r['tokens_per_s'] for r in history if 'tokens_per_s' in r]
+        late = max((r.get('skipped_rows', 0) for r in history), default=0)
+        if main and late: print(f"nanovlm-train: skipped {late} unreadable row(s) while training (skip_bad_rows); "
+                                "metrics.jsonl counts them", file=sys.stderr)
         summary = {'preset': preset, 'data': tc.data, 'steps': tc.max_steps, 'device': str(dev), 'world_size': world,
                    'threads': torch.get_num_threads(),
                    'precision': resolve_precision(dev, tc.precision), 'train_wall_s': round(time.perf_counter() - t0, 1),
                    'tokens_per_s': round(sum(rates) / len(rates), 1) if rates else None, 'n_eval': evaluator.n if evaluator else 0,
+                   'skipped_rows': data['skipped'],
                    **{k: v for k, v in final.items() if k not in ('step', 'eval_s')}}
         if main:
             if evaluator is not None:
@@ -680,11 +786,15 @@ _ARGS = {'steps': 'max_steps', 'batch_size': 'batch_size', 'grad_accum': 'gradie
          'decay_frac': 'lr_decay_frac', 'min_lr_ratio': 'min_lr_ratio', 'weight_decay': 'weight_decay', 'output_dir': 'output_dir',
          'save_every': 'save_every', 'compile': 'compile', 'data': 'data', 'seed': 'seed', 'eval_every': 'eval_interval',
          'eval_samples': 'eval_samples', 'log_every': 'log_interval', 'best_metric': 'best_metric', 'precision': 'precision',
-         'wandb': 'log_wandb'}
+         'wandb': 'log_wandb', 'skip_bad_rows': 'skip_bad_rows'}
 _MAY_CHANGE_ON_RESUME = {'output_dir', 'save_every', 'compile', 'log_wandb'}
 
+class _Parser(argparse.ArgumentParser):
+    "argparse with one-line errors (no usage block), exit status 2."
+    def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog='nanovlm-train', description="Train a nanovlm model. With no options: the tiny preset "
+    ap = _Parser(prog='nanovlm-train', description="Train a nanovlm model. With no options: the tiny preset "
                                  "on ShapesVQA, on CUDA when available, else the CPU; ends by printing held-out accuracy.")
     a = ap.add_argument
     a('--preset', help=f"model preset, one of {sorted(PRESETS)} (default tiny)")
@@ -699,8 +809,12 @@ def _parser() -> argparse.ArgumentParser:
     a('--device', help='cpu, cuda, cuda:1, ... (default: cuda when available)')
     a('--output-dir', help='run directory (default runs/<preset>)'); a('--save-every', type=int, help='checkpoint every N steps')
     a('--resume', action='store_true', help='continue the run in --output-dir')
+    a('--overwrite', action='store_true', help='replace the run in a non-empty --output-dir (its files stay until the '
+      'new run has saved its first checkpoint)')
     a('--compile', action='store_true', default=None, help='torch.compile the model')
     a('--data', help="'shapes' (default), a .jsonl file, or cauldron:<subset>"); a('--seed', type=int)
+    a('--skip-bad-rows', action='store_true', default=None,
+      help='skip bad rows of --data (and list them) instead of stopping')
     a('--eval-every', type=int, help='evaluate every N steps (0: only at the end)'); a('--eval-samples', type=int)
     a('--log-every', type=int, help='log every N steps'); a('--best-metric', choices=['accuracy', 'val_loss'])
     a('--precision', choices=['auto', 'fp32', 'bf16'], help='auto (default): bf16 autocast where the device has native bf16')
@@ -708,6 +822,7 @@ def _parser() -> argparse.ArgumentParser:
     a('--threads', type=int, help='CPU threads per process (default: one per core)')
     a('--workers', type=int, default=0, help='DataLoader worker processes')
     a('--quiet', action='store_true', help='no progress bar')
+    a('--debug', action='store_true', help='show the traceback of an error (also: NANOVLM_DEBUG=1)')
     return ap
 
 def _device_problem(device:str|None) -> str|None:
@@ -727,6 +842,8 @@ def _resolve(ap, args, world:int) -> TrainConfig:
     preset = args.preset or 'tiny'
     if preset not in PRESETS: ap.error(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     out = Path(given.pop('output_dir', f'runs/{preset}'))
+    if args.resume and args.overwrite:
+        ap.error("--resume continues the run in --output-dir, --overwrite replaces it: pick one")
     try:
         if args.resume:
             if not out.is_dir(): ap.error(f"--resume: no run directory {out}; start a new run without --resume")
@@ -743,7 +860,8 @@ def _resolve(ap, args, world:int) -> TrainConfig:
             tc = replace(saved, **given, output_dir=str(out))
         else: tc = train_config_for(preset, **given, output_dir=str(out))
         check_data_source(tc.data)
-    except (ValueError, FileNotFoundError) as e: ap.error(str(e))
+        check_run_dir(out, args.resume, args.overwrite)
+    except (ValueError, OSError) as e: ap.error(str(e))
     if tc.batch_size % (world * tc.gradient_accumulation_steps):
         ap.error(f"--batch-size {tc.batch_size} does not split over {world} process(es) x {tc.gradient_accumulation_steps} "
                  f"accumulation step(s); use a multiple of {world * tc.gradient_accumulation_steps}")
@@ -751,6 +869,12 @@ def _resolve(ap, args, world:int) -> TrainConfig:
     if args.workers < 0: ap.error(f"--workers must be >= 0, got {args.workers}")
     if (bad := _device_problem(args.device)): ap.error(bad)
     return tc
+
+def _one_line(e:Exception) -> str: return ' '.join(str(e).split())
+
+def _debug(args) -> bool:
+    "Show tracebacks: `--debug`, or NANOVLM_DEBUG set to anything but 0."
+    return bool(getattr(args, 'debug', False)) or os.environ.get('NANOVLM_DEBUG', '0') not in ('', '0')
 
 def train_cli(argv:list|None=None # the options (default: sys.argv[1:])
              ) -> int:
@@ -761,9 +885,10 @@ def train_cli(argv:list|None=None # the options (default: sys.argv[1:])
     tc = _resolve(ap, args, world)
     torch.set_num_threads(args.threads or default_threads(int(os.environ.get('LOCAL_WORLD_SIZE', world))))
     try: run_training(args.preset or 'tiny', tc, resume=args.resume, device=args.device, num_workers=args.workers,
-                      progress=not args.quiet)
-    except NonFiniteLossError as e:
-        print(f"nanovlm-train: {e}", file=sys.stderr); return 1
+                      progress=not args.quiet, overwrite=args.overwrite)
+    except (NonFiniteLossError, ValueError, OSError) as e:  # bad data, files, settings: one line, no traceback
+        if _debug(args): raise
+        print(f"nanovlm-train: error: {_one_line(e)}", file=sys.stderr); return 1
     return 0
 
 # %% ../nbs/06_training.ipynb #46a24e8c

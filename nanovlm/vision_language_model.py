@@ -11,7 +11,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_model
-from .config import VLMConfig, _atomic_write_text
+from .config import VLMConfig, _check_safetensors, _temp_path, _new_file_mode
 from .vision_transformer import ViT
 from .modality_projector import ModalityProjector
 from .language_model import LanguageModel, apply_rotary_pos_embd
@@ -85,6 +85,19 @@ def filter_logits(logits, # (B, V) next-token logits
     return logits
 
 # %% ../nbs/05_vision_language_model.ipynb #1d4ac289
+def _check_generation(cfg:VLMConfig, T:int, max_new_tokens:int, greedy:bool, temperature:float, top_p:float|None):
+    "Raise `ValueError` for generation settings that cannot work, before any work is done."
+    if max_new_tokens < 0: raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if not greedy and not temperature > 0:  # `not > 0`: NaN fails it too
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+    if top_p is not None and not 0 < top_p <= 1: raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    L, P = cfg.n_image_tokens + T, cfg.lm_max_position_embeddings
+    if L + max_new_tokens > P:
+        room = f"ask for at most {P - L} new tokens" if P > L else "shorten the prompt"
+        raise ValueError(f"{cfg.n_image_tokens} image tokens + {T} prompt tokens + max_new_tokens={max_new_tokens} "
+                         f"= {L + max_new_tokens} positions, more than the model has "
+                         f"(lm_max_position_embeddings={P}); {room}")
+
 @torch.inference_mode()
 def _generate(self:VisionLanguageModel, input_ids, # (B, T) prompt ids, left padded
               image, # (B, 3, S, S) images
@@ -101,8 +114,7 @@ def _generate(self:VisionLanguageModel, input_ids, # (B, T) prompt ids, left pad
               stop_check_interval:int=4, # steps between checks that every row has stopped (a host sync)
              ):
     "Generate `(B, max_new_tokens)` token ids; rows that reach EOS are filled with EOS."
-    if max_new_tokens < 0: raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if not greedy and temperature <= 0: raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+    _check_generation(self.cfg, input_ids.shape[1], max_new_tokens, greedy, temperature, top_p)
     eos = self.cfg.lm_eos_token_id if eos_token_id is None else eos_token_id
     B, dev = input_ids.shape[0], input_ids.device
     if generator is None and seed is not None: generator = torch.Generator(dev).manual_seed(seed)
@@ -112,22 +124,29 @@ def _generate(self:VisionLanguageModel, input_ids, # (B, T) prompt ids, left pad
     cache = self.decoder.init_cache(B, x.shape[1] + max_new_tokens, device=dev, dtype=x.dtype) if use_cache else None
     h = self.decoder(x, attention_mask=mask, kv_cache=cache)               # prefill: (B, L, C)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
+    bad = torch.zeros((), dtype=torch.bool, device=dev)                   # NaN or inf logits in a running row
     for t in range(max_new_tokens):
         logits = self.decoder.head(h[:, -1]).float()                       # (B, V)
+        finite = torch.isfinite(logits).all(-1)                            # (B,)
+        bad |= ~(finite | done).all()
         if greedy: nxt = logits.argmax(-1)
         else:
+            logits = logits.masked_fill(~finite[:, None], 0.0)             # keeps multinomial valid until we raise
             probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)
             nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         nxt = nxt.masked_fill(done, eos)                                   # (B,)
         out[:, t] = nxt
         done = done | (nxt == eos)
-        if t == max_new_tokens - 1 or ((t + 1) % stop_check_interval == 0 and bool(done.all())): break
+        if t == max_new_tokens - 1 or ((t + 1) % stop_check_interval == 0 and bool(done.all() | bad)): break
         emb = self.decoder.token_embedding(nxt[:, None])                   # (B, 1, C)
         mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)               # (B, L+t+1)
         if use_cache: h = self.decoder(emb, attention_mask=mask, kv_cache=cache)
         else:
             x = torch.cat([x, emb], dim=1)
             h = self.decoder(x, attention_mask=mask)
+    if bool(bad):
+        raise ValueError("the model's logits are NaN or infinite: its weights have diverged or are corrupt; "
+                         "use an earlier checkpoint (e.g. the run's best/ directory)")
     return out
 
 VisionLanguageModel.generate = _generate
@@ -174,8 +193,13 @@ def load_state_strict(model:nn.Module, # model to fill
     "Copy `state` into `model`; missing, unexpected or mis-shaped tensors raise `ValueError` naming them."
     expected = model.state_dict()
     tied = _tied_names(model) if hasattr(model, 'cfg') else set()
-    if tied and tied & state.keys():                       # either name of the tied pair stands for both
-        t = state[sorted(tied & state.keys())[0]]
+    present = sorted(tied & state.keys())
+    if len(present) == 2 and not torch.equal(state[present[0]], state[present[1]]):
+        raise ValueError(f"{source} holds both {present[0]} and {present[1]} with different values, but the model "
+                         "ties them (lm_tie_weights=True), so one would be silently dropped; save the weights again "
+                         "from the model they belong to, or set lm_tie_weights to false in its config.json")
+    if present:                                            # either name of the tied pair stands for both
+        t = state[present[0]]
         state = {**state, **{n: t for n in tied}}
     missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
     bad = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
@@ -189,15 +213,19 @@ def load_state_strict(model:nn.Module, # model to fill
 # %% ../nbs/05_vision_language_model.ipynb #59bc9c15
 def _save_pretrained(self:VisionLanguageModel, save_directory, # created if missing
                     ) -> Path:
-    "Write `config.json` and `model.safetensors` into `save_directory`, atomically per file."
+    "Write `model.safetensors` and `config.json` into `save_directory`: both in full, then both renamed into place."
     d = Path(save_directory); d.mkdir(parents=True, exist_ok=True)
-    tmp_w = Path(tempfile.mkstemp(dir=d, prefix='.model.', suffix='.safetensors.tmp')[1])
+    tmp_w, tmp_c = _temp_path(d / 'model.safetensors'), _temp_path(d / 'config.json')
+    config = json.dumps(asdict(self.cfg), indent=4)
     try:
-        save_model(self, str(tmp_w), metadata={'format': 'pt'})
+        save_model(self, str(tmp_w), metadata={'format': 'pt', 'nanovlm_config': config})
+        os.chmod(tmp_w, _new_file_mode())                                  # safetensors makes it 0600
         with open(tmp_w, 'rb') as f: os.fsync(f.fileno())
-        _atomic_write_text(d / 'config.json', json.dumps(asdict(self.cfg), indent=4))
+        with open(tmp_c, 'x', encoding='utf-8') as f: f.write(config); f.flush(); os.fsync(f.fileno())
         os.replace(tmp_w, d / 'model.safetensors')
-    finally: tmp_w.unlink(missing_ok=True)
+        os.replace(tmp_c, d / 'config.json')
+    finally:
+        tmp_w.unlink(missing_ok=True); tmp_c.unlink(missing_ok=True)
     return d
 
 VisionLanguageModel.save_pretrained = _save_pretrained
@@ -226,6 +254,18 @@ def _checkpoint_files(repo_id_or_path:str, revision:str|None=None) -> tuple[Path
         raise FileNotFoundError(f"{repo_id_or_path!r} (revision {revision}) is not a model repo on the Hugging Face Hub "
                                 f"with config.json and model.safetensors: check the id, or log in for a private repo") from e
 
+_NAME_FIELDS = {'vit_model_type', 'lm_model_type', 'lm_tokenizer', 'vlm_load_backbone_weights', 'vlm_checkpoint_path'}
+
+def _check_pair(cfg:VLMConfig, cfg_path, w_path):
+    "Raise `ValueError` if `w_path` carries a config (ours do) that differs from `cfg` where the weights depend on it."
+    from safetensors import safe_open
+    with safe_open(_check_safetensors(w_path), framework='pt') as f:
+        saved = (f.metadata() or {}).get('nanovlm_config')
+    if saved is None: return                                  # nanoVLM's files carry no config
+    diff = sorted(k for k, v in json.loads(saved).items() if k not in _NAME_FIELDS and getattr(cfg, k, v) != v)
+    if diff: raise ValueError(f"{cfg_path} does not belong to {w_path}: they differ in {diff} (a save interrupted "
+                              "between the two files?); save the model again with save_pretrained")
+
 @classmethod
 def _from_pretrained(cls, repo_id_or_path:str, # local directory or Hub repo id, e.g. 'lusxvr/nanoVLM-222M'
                      revision:str|None=None, # Hub branch, tag or commit
@@ -233,8 +273,10 @@ def _from_pretrained(cls, repo_id_or_path:str, # local directory or Hub repo id,
                     ) -> VisionLanguageModel:
     "Load a checkpoint written by `save_pretrained` (ours or nanoVLM's), strictly."
     cfg_path, w_path = _checkpoint_files(str(repo_id_or_path), revision)
-    model = cls(VLMConfig.from_json(cfg_path), load_backbone=False)
-    load_state_strict(model, load_file(str(w_path)), source=str(w_path))
+    cfg = VLMConfig.from_json(cfg_path)
+    _check_pair(cfg, cfg_path, w_path)
+    model = cls(cfg, load_backbone=False)
+    load_state_strict(model, load_file(_check_safetensors(w_path)), source=str(w_path))
     return model.to(device) if device is not None else model
 
 VisionLanguageModel.from_pretrained = _from_pretrained

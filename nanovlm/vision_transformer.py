@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .config import VLMConfig
+from .config import VLMConfig, _check_safetensors
 
 # %% auto #0
 __all__ = ['SIGLIP_VISION_DEFAULTS', 'SIGLIP_TO_VIT_FIELDS', 'SIGLIP_OTHER_TOWER', 'SIGLIP_IGNORED', 'ViTPatchEmbeddings',
@@ -281,7 +281,7 @@ def _from_pretrained(cls, cfg:VLMConfig, # config to build with; its `vit_*` arc
     try: new_cfg = replace(cfg, **fields)  # validates
     except ValueError as e: raise ValueError(f"{d}: the checkpoint's vision tower {fields} does not fit the config: {e}") from None
     model = cls(new_cfg)
-    with safe_open(d/'model.safetensors', framework='pt') as f:
+    with safe_open(_check_safetensors(d/'model.safetensors'), framework='pt') as f:
         vision = {k: f.get_tensor(full) for k, full in siglip_vision_keys(list(f.keys()), str(d/'model.safetensors')).items()}
     model.load_state_dict(convert_siglip(vision, model))  # strict: every key, right shapes
     for k, v in fields.items(): setattr(cfg, k, v)

@@ -34,10 +34,19 @@ def _run(tool: str, cwd: Path):
     if r.returncode: raise RuntimeError(f'{tool} failed in {cwd}:\n{r.stdout}\n{r.stderr}')
 
 
+def _ours(root: Path, pattern: str) -> set:
+    "Paths under `root` matching `pattern`, relative to it, outside build, cache and Jupyter checkpoint folders."
+    return {p.relative_to(root) for p in root.glob(pattern) if not _SKIP & set(p.relative_to(root).parts)}
+
+
+def chapter_notebooks(root: Path = ROOT) -> list:
+    "The chapter notebooks (nbs/NN_*.ipynb, not index.ipynb), never JupyterLab's .ipynb_checkpoints copies."
+    return sorted(root / 'nbs' / p for p in _ours(root / 'nbs', '*.ipynb') if p.name != 'index.ipynb')
+
+
 def _diff(a: Path, b: Path, pattern: str) -> list:
     "Relative paths matching `pattern` that differ between trees `a` and `b` (or exist in one only)."
-    fa = {p.relative_to(a) for p in a.glob(pattern) if '__pycache__' not in p.parts}
-    fb = {p.relative_to(b) for p in b.glob(pattern) if '__pycache__' not in p.parts}
+    fa, fb = _ours(a, pattern), _ours(b, pattern)
     return sorted(str(p) for p in fa ^ fb) + sorted(str(p) for p in fa & fb if (a / p).read_bytes() != (b / p).read_bytes())
 
 

@@ -44,15 +44,28 @@ def folder(tmp_path):
     return tmp_path
 
 @pytest.mark.parametrize('name', ['corrupt.png', 'truncated.png', 'notimage.png'])
-def test_undecodable_image_names_row_and_file(folder, tok, proc, name):
+def test_undecodable_image_names_line_and_file(folder, tok, proc, name):
+    "Every image is decoded when the file is read: a bad one stops the load, naming the line (or is skipped, and listed)."
     path = write_jsonl(folder / 'd.jsonl', [{'image': 'pics/ok.png', 'texts': [turn()]},
                                            {'image': f'pics/{name}', 'texts': [turn()]}])
-    ds = VQADataset.from_jsonl(path, tok, proc)
-    assert ds[0]['image'].shape == (3, 32, 32)
-    with pytest.raises(ValueError, match=rf'row 1 \(d.jsonl line 2\): cannot decode image .*{name}'):
-        ds[1]
+    with pytest.raises(ValueError, match=rf'd.jsonl line 2: cannot decode image .*{name}'):
+        VQADataset.from_jsonl(path, tok, proc)
     skip = VQADataset.from_jsonl(path, tok, proc, on_error='skip')
-    assert skip[1] == {'skipped': skip[1]['skipped'], 'index': 1} and name in skip[1]['skipped']
+    assert len(skip) == 1 and len(skip.skipped) == 1 and 'd.jsonl line 2: cannot decode image' in skip.skipped[0]
+    assert skip[0]['image'].shape == (3, 32, 32)
+
+@pytest.mark.parametrize('name', ['corrupt.png', 'truncated.png', 'notimage.png'])
+def test_image_spoiled_after_loading_names_line(folder, tok, proc, name):
+    "An image that goes bad after the file was read still names its line when the row is read."
+    (folder / 'pics' / 'later.png').write_bytes(png_bytes())
+    path = write_jsonl(folder / 'd.jsonl', [{'image': 'pics/ok.png', 'texts': [turn()]},
+                                           {'image': 'pics/later.png', 'texts': [turn()]}])
+    ds = VQADataset.from_jsonl(path, tok, proc)
+    skip = VQADataset.from_jsonl(path, tok, proc, on_error='skip')
+    (folder / 'pics' / 'later.png').write_bytes((folder / 'pics' / name).read_bytes())
+    assert ds[0]['image'].shape == (3, 32, 32)
+    with pytest.raises(ValueError, match=r'd.jsonl line 2: cannot decode image'): ds[1]
+    assert skip[1] == {'skipped': skip[1]['skipped'], 'index': 1} and 'later.png' in skip[1]['skipped']
     col = VQACollator(tok, 48)
     batch = col([skip[0], skip[1]])
     assert batch['input_ids'].shape[0] == 1 and batch['n_skipped'] == 1 and col.n_skipped == 1 and batch['index'] == [0]

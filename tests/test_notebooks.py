@@ -2,9 +2,9 @@
 import os, subprocess, sys
 from pathlib import Path
 import pytest
+from nbsync import ROOT, chapter_notebooks
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted(p for p in (ROOT / 'nbs').glob('*.ipynb') if p.name != 'index.ipynb')
+NOTEBOOKS = chapter_notebooks()
 
 
 def test_every_chapter_is_found():

@@ -1,8 +1,8 @@
 "The notebooks are the only source: the library and README must be exactly what they generate."
-import json, shutil
+import json, shutil, subprocess, sys
 from pathlib import Path
 import pytest
-from nbsync import ROOT, scratch_copy, export_drift, clean_drift, readme_drift
+from nbsync import ROOT, scratch_copy, export_drift, clean_drift, readme_drift, chapter_notebooks
 
 
 def test_export_is_a_noop():
@@ -35,3 +35,26 @@ def test_drift_is_caught(drifted):
     assert export_drift(drifted) == ['nanovlm/config.py']
     assert clean_drift(drifted) == ['nbs/01_config.ipynb']
     assert readme_drift(drifted) == ['README.md']
+
+
+@pytest.mark.parametrize('git', [False, True], ids=['plain-copy', 'git-clone'])
+def test_jupyter_checkpoint_copies_are_ignored(tmp_path, git):
+    "Opening a chapter in JupyterLab leaves nbs/.ipynb_checkpoints/<name>-checkpoint.ipynb: no check may read it."
+    repo = scratch_copy(ROOT, tmp_path / 'repo')
+    if git: subprocess.run(['git', 'init', '-q', str(repo)], check=True)  # git ls-files then lists the project's files
+    nb = json.loads((repo / 'nbs' / '05_vision_language_model.ipynb').read_text())
+    for c in nb['cells']:
+        if c['cell_type'] == 'code':  # what running it in Jupyter leaves behind, and an unexported edit
+            c['execution_count'] = 3
+            c['outputs'] = [{'output_type': 'stream', 'name': 'stdout', 'text': ['changed\n']}]
+            if c['source'] and c['source'][0].startswith('#| export'): c['source'].append('\nunexported_edit = 1\n')
+    ck = repo / 'nbs' / '.ipynb_checkpoints'
+    ck.mkdir()
+    (ck / '05_vision_language_model-checkpoint.ipynb').write_text(json.dumps(nb, indent=1))
+    assert export_drift(repo) == [] and clean_drift(repo) == [] and readme_drift(repo) == []
+    assert [p.name for p in chapter_notebooks(repo)] == [p.name for p in chapter_notebooks(ROOT)]
+    bin_ = Path(sys.executable).parent                   # the tools themselves, run where the copy lies, skip it too
+    for tool in ('nbdev_export', 'nbdev_clean'): subprocess.run([str(bin_ / tool)], cwd=repo, check=True, capture_output=True)
+    lib = sorted(p.relative_to(ROOT) for p in ROOT.glob('nanovlm/*.py'))
+    assert lib and all((repo / p).read_bytes() == (ROOT / p).read_bytes() for p in lib)
+    assert not any('.ipynb_checkpoints' in p.parts for p in chapter_notebooks(repo))

@@ -98,7 +98,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
     args = FAST[:] ; args[1] = '8'
     args += ['--save-every', '2', '--log-every', '1', '--eval-every', '4']
     ok(run(cli() + args + ['--output-dir', str(tmp_path / 'straight')]))
-    killed = run(cli() + args + ['--output-dir', str(tmp_path / 'killed')], env={'NANOVLM_KILL_AT_STEP': '5'})
+    killed = run([sys.executable, str(ROOT / 'tests' / 'kill_after.py'), '5', *args, '--output-dir', str(tmp_path / 'killed')])
     assert killed.returncode == -9, (killed.returncode, killed.stderr[-3000:])  # a real SIGKILL, no cleanup
     assert json.loads((tmp_path / 'killed' / 'trainer_state.json').read_text())['step'] == 4
     assert [r['step'] for r in records(tmp_path / 'killed') if 'loss' in r] == [1, 2, 3, 4, 5]  # step 5 was logged, not saved
