@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_model
 from .config import VLMConfig, _atomic_write_text
 from .vision_transformer import ViT
 from .modality_projector import ModalityProjector
-from .language_model import LanguageModel, apply_rotary_pos_embd
+from .language_model import LanguageModel, apply_rotary_pos_embd, _one_row_kernels
 
 # %% auto #0
 __all__ = ['VisionLanguageModel', 'answer_loss', 'filter_logits', 'image_attention', 'load_state_strict']
@@ -113,7 +113,7 @@ def _generate(self:VisionLanguageModel, input_ids, # (B, T) prompt ids, left pad
     h = self.decoder(x, attention_mask=mask, kv_cache=cache)               # prefill: (B, L, C)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     for t in range(max_new_tokens):
-        logits = self.decoder.head(h[:, -1]).float()                       # (B, V)
+        with _one_row_kernels(h[:, -1:]): logits = self.decoder.head(h[:, -1]).float()  # (B, V)
         if greedy: nxt = logits.argmax(-1)
         else:
             probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)
