@@ -66,8 +66,10 @@ def attention(q, # (B, H, T, D) queries
     "Scaled dot-product attention: SDPA, except on a CPU in bf16/fp16, where plain matmuls are faster."
     if q.device.type == 'cpu' and q.dtype in (torch.bfloat16, torch.float16):
         if q.shape[2] == 1:  # one query (decoding): SDPA's fp32 CPU kernel beats bf16 matmuls this small
-            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask, is_causal=is_causal,
-                                               dropout_p=dropout_p, enable_gqa=k.shape[1] != q.shape[1])
+            with torch.autocast('cpu', enabled=False):  # under autocast, SDPA would go back to bf16
+                y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask,
+                                                   is_causal=is_causal, dropout_p=dropout_p,
+                                                   enable_gqa=k.shape[1] != q.shape[1])
             return y.to(q.dtype)
         return _attention_math(q, k, v, attn_mask, is_causal, dropout_p)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p,
