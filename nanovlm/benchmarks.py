@@ -10,16 +10,18 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 import torch
-from .config import VLMConfig, PRESETS, get_preset, _atomic_write_text
+from .config import VLMConfig, TrainConfig, PRESETS, get_preset, _atomic_write_text
 from .vision_language_model import VisionLanguageModel
+from .training import make_optimizer, native_bf16, default_threads, keep_freed_memory
 try: import resource  # Unix only: peak RSS of the process
 except ImportError: resource = None
 
 # %% auto #0
 __all__ = ['PEAK_BF16_FLOPS', 'MEASUREMENT_KEYS', 'sync', 'Timing', 'time_it', 'forward_flops', 'train_flops_per_step',
-           'decode_flops_per_token', 'peak_bf16_flops', 'mfu', 'reset_peak_memory', 'peak_memory_mb', 'random_batch',
-           'train_step', 'count_host_syncs', 'measurement', 'bench_train', 'bench_generate', 'device_name', 'run_bench',
-           'format_report', 'bench_cli']
+           'decode_flops_per_token', 'decode_bytes_per_step', 'peak_bf16_flops', 'mfu', 'matmul_peak', 'copy_bandwidth',
+           'reset_peak_memory', 'peak_memory_mb', 'random_batch', 'train_step', 'count_host_syncs', 'measurement',
+           'bench_train', 'bench_generate', 'device_name', 'measure_peaks', 'run_bench', 'format_report',
+           'summary_table', 'scaling_table', 'bench_cli']
 
 # %% ../nbs/09_benchmarks.ipynb #5f17c4c1
 def sync(device): # a `torch.device` or its name
@@ -56,6 +58,15 @@ def time_it(fn, # called with no arguments; its result is ignored
     warm = [once() for _ in range(warmup)]
     return Timing([once() for _ in range(repeats)], warm)
 
+def _rates(key:str, work:float, times:list) -> dict:
+    "`work` per second at the median, slowest and fastest time: {key, key_min, key_max}."
+    if any(t <= 0 for t in times): return {}
+    return {key: work / statistics.median(times), f'{key}_min': work / max(times), f'{key}_max': work / min(times)}
+
+def _free(device):
+    gc.collect()
+    if torch.device(device).type == 'cuda': torch.cuda.empty_cache()
+
 # %% ../nbs/09_benchmarks.ipynb #5fb2070d
 def forward_flops(cfg:VLMConfig, # the model's shape
                   text_len:int, # T, text tokens per sample
@@ -84,6 +95,17 @@ def decode_flops_per_token(cfg:VLMConfig, # the model's shape
     C, I, L, kv = cfg.lm_hidden_dim, cfg.lm_inter_dim, cfg.lm_n_blocks, cfg.lm_n_kv_heads * cfg.lm_head_dim
     return 2 * L * (2*C*C + 2*C*kv + 3*C*I) + 2 * C * cfg.lm_vocab_size + 4 * L * C * (context + 1)
 
+def decode_bytes_per_step(cfg:VLMConfig, # the model's shape
+                          batch_size:int, # B, rows decoded together
+                          context:int, # tokens already in the KV cache
+                          bytes_per_value:int=4, # 4 for fp32 weights and cache, 2 for bf16
+                         ) -> int:
+    "Bytes a decoding step reads: every LM weight once (the head's too) and each row's cached keys, values."
+    weights = cfg.param_counts()['decoder']
+    if not cfg.lm_tie_weights: weights -= cfg.lm_vocab_size * cfg.lm_hidden_dim  # embedding: only B rows read
+    kv = 2 * cfg.lm_n_blocks * batch_size * context * cfg.lm_n_kv_heads * cfg.lm_head_dim
+    return (weights + kv) * bytes_per_value
+
 # %% ../nbs/09_benchmarks.ipynb #3a66777a
 PEAK_BF16_FLOPS = {  # dense bf16 tensor-core peak, FLOP/s, from NVIDIA's datasheets; None: a variant we do not list
     'H100': 989e12, 'H100 PCIe': 756e12, 'H100 NVL': None, 'H200': 989e12, 'A100': 312e12,
@@ -102,6 +124,33 @@ def mfu(flops_per_step:float, # model FLOPs of one step
        ) -> float|None:
     "Model FLOPs utilisation: achieved FLOP/s over peak FLOP/s (None without a peak)."
     return None if not peak else flops_per_step / step_s / peak
+
+# %% ../nbs/09_benchmarks.ipynb #25610317
+def matmul_peak(device='cpu',
+                dtype:torch.dtype=torch.float32, # the precision to measure
+                n:int|None=None, # matrix side: 2048 on a CPU, 8192 on a GPU if None
+                repeats:int=3, # timed products
+               ) -> dict: # {'n', 'flops', 'flops_min', 'flops_max'}: FLOP/s at the median, slowest, fastest
+    "The attainable matmul peak of `device` in `dtype`: FLOP/s of an n x n by n x n product, timed."
+    device = torch.device(device)
+    n = n or (8192 if device.type == 'cuda' else 2048)
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    t = time_it(lambda: a @ b, device, repeats, warmup=1)
+    del a, b; _free(device)
+    return {'n': n, **_rates('flops', 2 * n**3, t.times)}
+
+def copy_bandwidth(device='cpu',
+                   mib:int|None=None, # buffer size: 256 MiB on a CPU (beyond its caches), 1024 on a GPU if None
+                   repeats:int=3, # timed copies
+                  ) -> dict: # {'mib', 'bytes_per_s', 'bytes_per_s_min', 'bytes_per_s_max'}
+    "Memory bandwidth of `device`: bytes read + written per second copying one buffer into another (STREAM)."
+    device = torch.device(device)
+    mib = mib or (1024 if device.type == 'cuda' else 256)
+    x = torch.ones(mib * 2**20 // 4, device=device)
+    y = torch.empty_like(x)
+    t = time_it(lambda: y.copy_(x), device, repeats, warmup=1)
+    del x, y; _free(device)
+    return {'mib': mib, **_rates('bytes_per_s', 2 * mib * 2**20, t.times)}
 
 # %% ../nbs/09_benchmarks.ipynb #87aaef02
 def reset_peak_memory(device):
@@ -171,11 +220,13 @@ def count_host_syncs(package:str='nanovlm', # count calls made from this package
 MEASUREMENT_KEYS = (
     'name', 'kind', 'batch_size', 'dtype', 'compiled', 'tokens_per_sample', 'prompt_tokens', 'new_tokens',
     'step_ms', 'step_ms_min', 'step_ms_max', 'train_tokens_per_s', 'train_tokens_per_s_min', 'train_tokens_per_s_max',
-    'flops_per_step', 'achieved_tflops', 'mfu', 'mfu_min', 'mfu_max', 'warmup_s',
-    'prefill_ms', 'prefill_ms_min', 'prefill_ms_max',
+    'flops_per_step', 'achieved_tflops', 'peak_flops', 'mfu', 'mfu_min', 'mfu_max', 'warmup_s',
+    'prefill_ms', 'prefill_ms_min', 'prefill_ms_max', 'prefill_mfu',
     'decode_tokens_per_s_cache', 'decode_tokens_per_s_cache_min', 'decode_tokens_per_s_cache_max',
     'decode_tokens_per_s_recompute', 'decode_tokens_per_s_recompute_min', 'decode_tokens_per_s_recompute_max',
-    'decode_speedup', 'tokens_identical', 'peak_memory_mb', 'peak_memory_mb_recompute', 'peak_memory_kind', 'note')
+    'decode_speedup', 'tokens_identical', 'decode_mfu', 'decode_bytes_per_step', 'decode_bytes_per_s',
+    'decode_bytes_per_s_min', 'decode_bytes_per_s_max', 'copy_bytes_per_s', 'bandwidth_fraction',
+    'peak_memory_mb', 'peak_memory_mb_recompute', 'peak_memory_kind', 'note')
 
 def measurement(**values) -> dict:
     "One result row: every key of `MEASUREMENT_KEYS`, None where not measured."
@@ -183,16 +234,12 @@ def measurement(**values) -> dict:
     if unknown: raise ValueError(f"unknown measurement key(s) {unknown}; add them to MEASUREMENT_KEYS")
     return {k: values.get(k) for k in MEASUREMENT_KEYS}
 
-def _rates(key:str, work:float, times:list) -> dict:
-    "`work` per second at the median, slowest and fastest time: {key, key_min, key_max}."
-    if any(t <= 0 for t in times): return {}
-    return {key: work / statistics.median(times), f'{key}_min': work / max(times), f'{key}_max': work / min(times)}
-
-def _free(device):
-    gc.collect()
-    if torch.device(device).type == 'cuda': torch.cuda.empty_cache()
-
 # %% ../nbs/09_benchmarks.ipynb #c03c0536
+def _fraction(rates:dict, base:str, key:str, peak:float|None) -> dict:
+    "Rates `base`, `base_min`, `base_max` (of `_rates`) over `peak`, as `key`, `key_min`, `key_max`."
+    if not peak or base not in rates: return {}
+    return {key + s: rates[base + s] / peak for s in ('', '_min', '_max')}
+
 def bench_train(cfg:VLMConfig, # the model's shape (random weights)
                 device='cpu',
                 batch_size:int=4, # samples per step
@@ -201,14 +248,14 @@ def bench_train(cfg:VLMConfig, # the model's shape (random weights)
                 bf16:bool=False, # bf16 autocast in the forward pass
                 repeats:int=3, # timed steps
                 warmup:int=2, # untimed steps first
-                peak_flops:float|None=None, # device peak FLOP/s for MFU
+                peak_flops:float|None=None, # the device's peak FLOP/s in this precision, for MFU
                 seed:int=0,
                ) -> dict: # a `measurement` row
-    "Time forward + backward + AdamW step of a fresh model; tokens/s, MFU and peak memory."
+    "Time forward + backward + AdamW step (chapter 6's) of a fresh model; tokens/s, MFU and peak memory."
     device, T = torch.device(device), text_len or cfg.lm_max_length
     torch.manual_seed(seed)
     model = VisionLanguageModel(cfg).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = make_optimizer(model, TrainConfig(lr_mp=1e-4, lr_backbones=1e-4))
     fwd = torch.compile(model) if compile else model
     batch = random_batch(cfg, batch_size, T, device, seed)
     reset_peak_memory(device)
@@ -216,18 +263,24 @@ def bench_train(cfg:VLMConfig, # the model's shape (random weights)
     mem, mem_kind = peak_memory_mb(device)
     del model, opt, fwd, batch; _free(device)
     tok, flops = cfg.n_image_tokens + T, train_flops_per_step(cfg, T, batch_size)
-    tf = _rates('achieved_tflops', flops / 1e12, t.times)
-    m = {k.replace('achieved_tflops', 'mfu'): v * 1e12 / peak_flops for k, v in tf.items()} if peak_flops else {}
+    flops_s = _rates('flops', flops, t.times)
     return measurement(
         name=f"train {'compiled' if compile else 'eager'} {'bf16' if bf16 else 'fp32'}", kind='train',
         batch_size=batch_size, dtype='bf16-autocast' if bf16 else 'fp32', compiled=compile, tokens_per_sample=tok,
         step_ms=t.median * 1e3, step_ms_min=t.min * 1e3, step_ms_max=t.max * 1e3,
         **_rates('train_tokens_per_s', batch_size * tok, t.times), flops_per_step=flops,
-        achieved_tflops=tf.get('achieved_tflops'), **m, warmup_s=sum(t.warmup_times) if warmup else None,
-        peak_memory_mb=mem, peak_memory_kind=mem_kind,
-        note=None if peak_flops else f"mfu: no peak bf16 FLOP/s known for this device; pass --peak-flops")
+        achieved_tflops=flops_s['flops'] / 1e12 if flops_s else None, peak_flops=peak_flops,
+        **_fraction(flops_s, 'flops', 'mfu', peak_flops), warmup_s=sum(t.warmup_times) if warmup else None,
+        peak_memory_mb=mem, peak_memory_kind=mem_kind, note=None if peak_flops else 'mfu: no peak FLOP/s given')
 
 # %% ../nbs/09_benchmarks.ipynb #d80793d5
+_DTYPE_NAMES = {torch.float32: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}
+
+def _prefill_flops(cfg:VLMConfig, prompt_len:int) -> int:
+    "FLOPs of the prefill: the forward pass over image and prompt, with the head at the last position only."
+    f = forward_flops(cfg, prompt_len)
+    return sum(f.values()) - f['LM head'] + 2 * cfg.lm_hidden_dim * cfg.lm_vocab_size
+
 def bench_generate(cfg:VLMConfig, # the model's shape (random weights)
                    device='cpu',
                    batch_size:int=1, # prompts decoded together
@@ -236,15 +289,16 @@ def bench_generate(cfg:VLMConfig, # the model's shape (random weights)
                    dtype:torch.dtype=torch.float32, # weights and activations
                    repeats:int=3, # timed calls of each kind
                    warmup:int=2, # untimed short calls first
+                   peak_flops:float|None=None, # the device's peak FLOP/s in `dtype`, for MFU
+                   copy_bytes_per_s:float|None=None, # the device's copy bandwidth, for `bandwidth_fraction`
                    seed:int=0,
                   ) -> dict: # a `measurement` row
-    "Prefill latency and decode tokens/s with the KV cache and with full recomputation, and whether their greedy tokens agree."
+    "Prefill latency, decode tokens/s with the KV cache and with recomputation, equal tokens?, MFU and bandwidth."
     if new_tokens < 2: raise ValueError(f"new_tokens must be >= 2 (the first token belongs to the prefill), got {new_tokens}")
     device = torch.device(device)
     torch.manual_seed(seed)
     model = VisionLanguageModel(cfg).to(device=device, dtype=dtype).eval()
     ids, img, _ = random_batch(cfg, batch_size, prompt_len, device, seed)
-    img = img.to(dtype)
     gen = lambda n, cache: model.generate(ids, img, max_new_tokens=n, greedy=True, use_cache=cache, eos_token_id=-1)
     for _ in range(warmup):
         for cache in (True, False): gen(min(new_tokens, 4), cache)
@@ -259,17 +313,27 @@ def bench_generate(cfg:VLMConfig, # the model's shape (random weights)
     del model, out; _free(device)
     rate = lambda cache, suffix: dec[cache].get('r' + suffix)
     speedup = rate(True, '') / rate(False, '') if rate(True, '') and rate(False, '') else None
-    name = {torch.float32: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}.get(dtype, str(dtype))
+    name, B_flops = _DTYPE_NAMES.get(dtype, str(dtype)), batch_size * _prefill_flops(cfg, prompt_len)
+    P = cfg.n_image_tokens + prompt_len
+    ctx = P + new_tokens // 2                                     # the cache's mean length while decoding
+    step_bytes = decode_bytes_per_step(cfg, batch_size, ctx, torch.finfo(dtype).bits // 8)
+    bw = ({f'decode_bytes_per_s{s}': rate(True, s) * step_bytes / batch_size for s in ('', '_min', '_max')}
+          if dec[True] else {})
+    dflops = rate(True, '') * decode_flops_per_token(cfg, ctx) if dec[True] else None
     return measurement(
         name=f"generate {name} b{batch_size}", kind='generate', batch_size=batch_size, dtype=name, compiled=False,
-        prompt_tokens=cfg.n_image_tokens + prompt_len, new_tokens=new_tokens,
+        prompt_tokens=P, new_tokens=new_tokens, peak_flops=peak_flops,
         prefill_ms=prefill.median * 1e3, prefill_ms_min=prefill.min * 1e3, prefill_ms_max=prefill.max * 1e3,
+        prefill_mfu=B_flops / prefill.median / peak_flops if peak_flops else None,
         **{f'decode_tokens_per_s_{k}{s}': rate(c, s) for k, c in (('cache', True), ('recompute', False))
            for s in ('', '_min', '_max')},
-        decode_speedup=speedup, tokens_identical=same, peak_memory_mb=mem[True][0],
-        peak_memory_mb_recompute=mem[False][0], peak_memory_kind=mem[True][1],
-        note=None if rate(True, '') and rate(False, '') else 'decode time not measurable: generating all tokens took no longer than the prefill '
-             '(a busy machine?); raise --new-tokens or --repeats')
+        decode_speedup=speedup, tokens_identical=same,
+        decode_mfu=dflops / peak_flops if dflops and peak_flops else None,
+        decode_bytes_per_step=step_bytes, **bw, copy_bytes_per_s=copy_bytes_per_s,
+        bandwidth_fraction=bw['decode_bytes_per_s'] / copy_bytes_per_s if bw and copy_bytes_per_s else None,
+        peak_memory_mb=mem[True][0], peak_memory_mb_recompute=mem[False][0], peak_memory_kind=mem[True][1],
+        note=None if rate(True, '') and rate(False, '') else 'decode time not measurable: generating all tokens took '
+             'no longer than the prefill (a busy machine?); raise --new-tokens or --repeats')
 
 # %% ../nbs/09_benchmarks.ipynb #55570e55
 def device_name(device) -> str:
@@ -285,6 +349,15 @@ def device_name(device) -> str:
     n = torch.get_num_threads()
     return f"{cpu} ({n} thread{'s' if n > 1 else ''})"
 
+def measure_peaks(device, # where to measure
+                  dtypes:list, # the precisions to measure the matmul peak of
+                  bandwidth:bool=True, # also the copy bandwidth
+                  peak_n:int|None=None, # matrix side for `matmul_peak` (its default if None)
+                 ) -> dict: # {'matmul': {'fp32': {...}, ...}, 'copy': {...} or None}
+    "The yardsticks of a report: the matmul peak in each precision, and the copy bandwidth."
+    return {'matmul': {_DTYPE_NAMES[dt]: matmul_peak(device, dt, peak_n) for dt in dtypes},
+            'copy': copy_bandwidth(device) if bandwidth else None}
+
 def run_bench(preset:str='tiny', # a key of `PRESETS`
               device='cpu',
               batch_size:int=4, # training batch
@@ -294,33 +367,43 @@ def run_bench(preset:str='tiny', # a key of `PRESETS`
               text_len:int|None=None, # training text tokens per sample (`lm_max_length` if None)
               repeats:int=3, warmup:int=2,
               compile:bool|None=None, # also time `torch.compile`d training (default: on CUDA)
-              bf16:bool|None=None, # also time bf16 (default: on CUDA with bf16 support)
-              peak_flops:float|None=None, # overrides the `PEAK_BF16_FLOPS` table
+              bf16:bool|None=None, # also time bf16 (default: where the device multiplies bf16 natively)
+              peak_flops:float|None=None, # use this peak FLOP/s for every precision instead of measuring
               skip_train:bool=False, skip_generate:bool=False,
+              peak_n:int|None=None, # matrix side of the peak measurement (default: `matmul_peak`'s)
               log=None, # called with a progress line before each measurement
              ) -> dict:
     "Benchmark a preset with random weights on `device`; the report `nanovlm-bench` prints and writes."
     cfg, device = get_preset(preset), torch.device(device)
     cuda = device.type == 'cuda'
     if compile is None: compile = cuda
-    if bf16 is None: bf16 = cuda and torch.cuda.is_bf16_supported()
-    name = device_name(device)
-    peak, notes = (peak_flops, []) if peak_flops else (peak_bf16_flops(name) if cuda else None, [])
-    if peak is None: notes.append(f"mfu is null: no peak bf16 FLOP/s known for {name!r}; pass --peak-flops")
+    if bf16 is None: bf16 = native_bf16(device)
+    dtypes = [torch.float32, torch.bfloat16] if bf16 else [torch.float32]
+    name, log = device_name(device), log or (lambda s: None)
+    log(f"yardsticks: matmul peak in {', '.join(_DTYPE_NAMES[d] for d in dtypes)}"
+        f"{'' if skip_generate else ', copy bandwidth'} ...")
+    peaks = measure_peaks(device, [] if peak_flops else dtypes, not skip_generate, peak_n)
+    if peak_flops: peaks['matmul'] = {_DTYPE_NAMES[d]: {'flops': peak_flops, 'given': True} for d in dtypes}
+    peak = lambda dt: peaks['matmul'][_DTYPE_NAMES[dt]]['flops']
+    notes = [f"mfu: against the {'given' if peak_flops else 'measured'} matmul peak of each row's precision"]
     if not cuda: notes.append('peak_memory_mb is the process-wide peak RSS so far (never reset), not per measurement')
-    rows, log = [], log or (lambda s: None)
+    rows = []
     if not skip_train:
         for c in ([False, True] if compile else [False]):
-            for b in ([False, True] if bf16 else [False]):
-                log(f"train {'compiled' if c else 'eager'} {'bf16' if b else 'fp32'}, batch {batch_size} ...")
-                rows.append(bench_train(cfg, device, batch_size, text_len, c, b, repeats, warmup, peak))
+            for dt in dtypes:
+                log(f"train {'compiled' if c else 'eager'} {_DTYPE_NAMES[dt]}, batch {batch_size} ...")
+                rows.append(bench_train(cfg, device, batch_size, text_len, c, dt == torch.bfloat16, repeats, warmup,
+                                        peak(dt)))
     if not skip_generate:
-        for dt in ([torch.float32, torch.bfloat16] if bf16 else [torch.float32]):
+        for dt in dtypes:
             for B in gen_batch_sizes:
-                log(f"generate {str(dt)[6:]} batch {B}: {new_tokens} tokens after {cfg.n_image_tokens}+{prompt_len} ...")
-                rows.append(bench_generate(cfg, device, B, prompt_len, new_tokens, dt, repeats, warmup))
+                log(f"generate {_DTYPE_NAMES[dt]} batch {B}: {new_tokens} tokens after "
+                    f"{cfg.n_image_tokens}+{prompt_len} ...")
+                rows.append(bench_generate(cfg, device, B, prompt_len, new_tokens, dt, repeats, warmup, peak(dt),
+                                           peaks['copy']['bytes_per_s']))
     return {'device': str(device), 'device_name': name, 'torch_version': torch.__version__, 'preset': preset,
-            'date': date.today().isoformat(), 'peak_bf16_flops': peak, 'notes': notes,
+            'date': date.today().isoformat(), 'peaks': peaks,
+            'datasheet_bf16_flops': peak_bf16_flops(name) if cuda else None, 'notes': notes,
             'settings': dict(batch_size=batch_size, gen_batch_sizes=list(gen_batch_sizes), prompt_len=prompt_len,
                              new_tokens=new_tokens, text_len=text_len or cfg.lm_max_length, repeats=repeats,
                              warmup=warmup, compile=compile, bf16=bf16, threads=torch.get_num_threads()),
@@ -332,34 +415,100 @@ def _fmt(v, digits:int=0) -> str:
     if isinstance(v, bool): return 'yes' if v else 'NO'
     return f'{v:,.{digits}f}'
 
-def _span(r:dict, key:str, digits:int=0) -> str:
+def _span(r:dict, key:str, digits:int=0, scale:float=1) -> str:
     if r[key] is None: return '–'
-    return f"{_fmt(r[key], digits)} ({_fmt(r[key + '_min'], digits)}–{_fmt(r[key + '_max'], digits)})"
+    v, lo, hi = (r[key + s] * scale for s in ('', '_min', '_max'))
+    return f"{_fmt(v, digits)} ({_fmt(lo, digits)}–{_fmt(hi, digits)})"
+
+def _pct(v) -> str: return '–' if v is None else f'{v:.1%}'
+
+def _si(v:float, unit:str) -> str:
+    "1.23e11 -> '123 G' + unit."
+    for p, s in ((1e12, 'T'), (1e9, 'G'), (1e6, 'M')):
+        if v >= p: return f'{v / p:,.3g} {s}{unit}'
+    return f'{v:,.3g} {unit}'
+
+def _yardsticks(report:dict) -> str:
+    "The peaks the fractions are against, in words."
+    m, c = report['peaks']['matmul'], report['peaks']['copy']
+    out = 'yardsticks: matmul peak ' + ', '.join(f"{k} {_si(v['flops'], 'FLOP/s')}" for k, v in m.items())
+    n = next((v['n'] for v in m.values() if 'n' in v), None)
+    out += f' ({n}x{n} products, measured)' if n else ' (given)'
+    if c: out += f"; copy bandwidth {_si(c['bytes_per_s'], 'B/s')} ({c['mib']} MiB, bytes read + written)"
+    return out
 
 def format_report(report:dict) -> str:
-    "The report as text: a header line and markdown tables for training and generation."
+    "The report as text: a header, the yardsticks, and markdown tables for training and generation."
     s = report['settings']
     out = [f"nanovlm-bench: preset {report['preset']} on {report['device']} ({report['device_name']}), "
            f"torch {report['torch_version']}, {report['date']}; median (min–max) of {s['repeats']} repeats "
-           f"after {s['warmup']} warm-up"]
+           f"after {s['warmup']} warm-up", _yardsticks(report)]
     train = [r for r in report['measurements'] if r['kind'] == 'train']
     gen = [r for r in report['measurements'] if r['kind'] == 'generate']
     if train:
         out += ['', '| training | batch | tokens/sample | step ms | tokens/s | TFLOP/s | MFU | peak MB | warm-up s |',
                 '|---' * 9 + '|']
         out += [f"| {r['name']} | {r['batch_size']} | {r['tokens_per_sample']} | {_span(r, 'step_ms', 1)} | "
-                f"{_span(r, 'train_tokens_per_s')} | {_fmt(r['achieved_tflops'], 3)} | "
-                f"{'–' if r['mfu'] is None else format(r['mfu'], '.1%')} | {_fmt(r['peak_memory_mb'])} | "
-                f"{_fmt(r['warmup_s'], 1)} |" for r in train]
+                f"{_span(r, 'train_tokens_per_s')} | {_fmt(r['achieved_tflops'], 3)} | {_pct(r['mfu'])} | "
+                f"{_fmt(r['peak_memory_mb'])} | {_fmt(r['warmup_s'], 1)} |" for r in train]
     if gen:
-        out += ['', '| generation | batch | prompt | new | prefill ms | decode tok/s, KV cache | decode tok/s, recompute '
-                '| speed-up | same tokens | peak MB |', '|---' * 10 + '|']
+        out += ['', '| generation | batch | prompt | new | prefill ms | prefill MFU | decode tok/s, KV cache | '
+                'decode tok/s, recompute | speed-up | same tokens | decode GB/s | of copy | decode MFU | peak MB |',
+                '|---' * 14 + '|']
         out += [f"| {r['name']} | {r['batch_size']} | {r['prompt_tokens']} | {r['new_tokens']} | {_span(r, 'prefill_ms', 1)} | "
-                f"{_span(r, 'decode_tokens_per_s_cache', 1)} | {_span(r, 'decode_tokens_per_s_recompute', 1)} | "
+                f"{_pct(r['prefill_mfu'])} | {_span(r, 'decode_tokens_per_s_cache', 1)} | "
+                f"{_span(r, 'decode_tokens_per_s_recompute', 1)} | "
                 f"{_fmt(r['decode_speedup'], 1)}{'' if r['decode_speedup'] is None else 'x'} | {_fmt(r['tokens_identical'])} | "
+                f"{_span(r, 'decode_bytes_per_s', 1, 1e-9)} | {_pct(r['bandwidth_fraction'])} | {_pct(r['decode_mfu'])} | "
                 f"{_fmt(r['peak_memory_mb'])} |" for r in gen]
     out += [''] + [f'note: {n}' for n in report['notes']]
     out += [f"note: {r['name']}: {r['note']}" for r in report['measurements'] if r['note'] and not r['note'].startswith('mfu')]
+    return '\n'.join(out)
+
+# %% ../nbs/09_benchmarks.ipynb #cd511462
+def _rows(report:dict) -> list[tuple]:
+    "(measurement, figure, fraction of its yardstick) for each row of a report."
+    peaks, copy, out = report['peaks']['matmul'], report['peaks']['copy'], []
+    for r in report['measurements']:
+        p = 'bf16' if r['dtype'].startswith('bf16') else 'fp32'
+        peak = f"{_si(peaks[p]['flops'], 'FLOP/s')} ({p} matmul)"
+        if r['kind'] == 'train':
+            out.append((f"train {p}, batch {r['batch_size']}",
+                        f"{r['step_ms'] / 1e3:,.3g} s per step, {_fmt(r['train_tokens_per_s'])} tokens/s",
+                        f"MFU {_pct(r['mfu'])} of {peak}"))
+            continue
+        out.append((f"prefill {p}, batch {r['batch_size']}, {r['prompt_tokens']} tokens",
+                    f"{r['prefill_ms']:,.1f} ms",
+                    f"MFU {_pct(r['prefill_mfu'])} of {peak}"))
+        if r['decode_tokens_per_s_cache'] is None: continue
+        bw = f"{r['decode_bytes_per_s'] / 1e9:.1f} GB/s" if r['decode_bytes_per_s'] else '–'
+        out.append((f"decode {p}, batch {r['batch_size']}, KV cache",
+                    f"{r['decode_tokens_per_s_cache']:,.1f} tokens/s, reading {bw}",
+                    f"{_pct(r['bandwidth_fraction'])} of copy bandwidth {_si(copy['bytes_per_s'], 'B/s')}; "
+                    f"MFU {_pct(r['decode_mfu'])}"))
+    return out
+
+def summary_table(reports:list, # `run_bench` reports, e.g. of one preset at 1 and 2 threads
+                 ) -> str:
+    "Every figure of the reports beside the yardstick it is a fraction of, as one markdown table."
+    out = ['| threads | measurement | figure | against the measured peak |', '|---|---|---|---|']
+    for rep in reports:
+        out += [f"| {rep['settings']['threads']} | {m} | {f} | {y} |" for m, f, y in _rows(rep)]
+    return '\n'.join(out)
+
+def _speed(r:dict) -> dict:
+    "Speed figures of a row, higher is faster: {what: value}."
+    if r['kind'] == 'train': return {'training step': 1 / r['step_ms']}
+    return {'prefill': 1 / r['prefill_ms'], 'decode, KV cache': r['decode_tokens_per_s_cache'] or 0}
+
+def scaling_table(base:dict, other:dict) -> str:
+    "How much faster each measurement of report `other` ran than the same one of `base` (2 threads vs 1, say)."
+    t0, t1 = base['settings']['threads'], other['settings']['threads']
+    out = [f'| measurement | {t1} vs {t0} thread(s) |', '|---|---|']
+    for a, b in zip(base['measurements'], other['measurements']):
+        if a['name'] != b['name']: raise ValueError(f"the reports differ: {a['name']} vs {b['name']}")
+        for k, v in _speed(a).items():
+            if v and _speed(b)[k]: out.append(f"| {a['name']}: {k} | {_speed(b)[k] / v:.2f}x |")
     return '\n'.join(out)
 
 # %% ../nbs/09_benchmarks.ipynb #e5fc1a78
@@ -374,7 +523,8 @@ def _int_list(s:str) -> tuple:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog='nanovlm-bench', description='Measure training speed, generation speed and '
-                                 'peak memory of a nanovlm preset (random weights, nothing downloaded).')
+                                 'peak memory of a nanovlm preset (random weights, nothing downloaded), as fractions '
+                                 "of the device's measured matmul peak and copy bandwidth.")
     ap.add_argument('--preset', default='tiny', help=f"model size, one of {sorted(PRESETS)} (default: tiny)")
     ap.add_argument('--device', default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available, else cpu)")
     ap.add_argument('--batch-size', type=_positive_int, default=None, help='training batch (default: 32 on CUDA, 4 otherwise)')
@@ -385,11 +535,16 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument('--repeats', type=_positive_int, default=3, help='timed repeats per measurement (default: 3)')
     ap.add_argument('--warmup', type=int, default=2, help='untimed warm-up calls before each measurement (default: 2)')
     ap.add_argument('--compile', action=argparse.BooleanOptionalAction, default=None, help='also time torch.compile training (default: on CUDA)')
-    ap.add_argument('--bf16', action=argparse.BooleanOptionalAction, default=None, help='also time bf16 (default: on CUDA with bf16 support)')
-    ap.add_argument('--peak-flops', type=float, default=None, help='device peak FLOP/s for MFU, e.g. 989e12 (default: from the table for known GPUs)')
+    ap.add_argument('--bf16', action=argparse.BooleanOptionalAction, default=None,
+                    help='also time bf16 (default: where the device multiplies bf16 natively: CUDA, CPUs with '
+                    'AVX512-BF16 or AMX)')
+    ap.add_argument('--peak-flops', type=float, default=None,
+                    help='peak FLOP/s for MFU in every precision, e.g. a datasheet 989e12, instead of measuring it')
+    ap.add_argument('--peak-size', type=_positive_int, default=None,
+                    help='side of the square matmul measuring the peak (default: 2048 on a CPU, 8192 on a GPU)')
     ap.add_argument('--skip-train', action='store_true', help='no training measurements')
     ap.add_argument('--skip-generate', action='store_true', help='no generation measurements')
-    ap.add_argument('--threads', type=_positive_int, default=None, help="CPU threads for torch (default: torch's choice)")
+    ap.add_argument('--threads', type=_positive_int, default=None, help='CPU threads (default: one per usable core)')
     ap.add_argument('--json', type=Path, default=None, metavar='PATH', help='also write the report as JSON to PATH')
     return ap
 
@@ -422,10 +577,11 @@ def bench_cli(argv=None):
     ap = _parser()
     a = _check_args(ap, ap.parse_args(argv))
     threads = torch.get_num_threads()
-    if a.threads: torch.set_num_threads(a.threads)
+    torch.set_num_threads(a.threads or default_threads())
+    keep_freed_memory()  # as nanovlm-train runs (chapter 6)
     try: report = run_bench(a.preset, a.device, a.batch_size, a.gen_batch_sizes, a.prompt_len, a.new_tokens, a.text_len,
                             a.repeats, a.warmup, a.compile, a.bf16, a.peak_flops, a.skip_train, a.skip_generate,
-                            log=lambda s: print(f'[nanovlm-bench] {s}', file=sys.stderr, flush=True))
+                            a.peak_size, log=lambda s: print(f'[nanovlm-bench] {s}', file=sys.stderr, flush=True))
     finally: torch.set_num_threads(threads)  # called in-process (tests, notebooks): leave torch as we found it
     print(format_report(report))
     if a.json is not None:

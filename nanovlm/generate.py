@@ -11,7 +11,7 @@ from PIL import Image
 from .vision_language_model import VisionLanguageModel
 from .data import Tokenizer, get_tokenizer, get_image_processor, format_prompt, upright
 from .training import (load_image_processor, default_threads, _in_notebook, _device_problem, _one_line, _debug,
-                              _Parser)
+                              _Parser, resolve_precision)
 
 # %% auto #0
 __all__ = ['load_for_inference', 'read_image', 'ask', 'generate_cli']
@@ -62,10 +62,12 @@ def _checkpoint_image_processor(checkpoint:str, cfg, revision:str|None=None):
 def load_for_inference(checkpoint:str, # local checkpoint directory (e.g. runs/tiny) or Hub repo id
                        device:str|None=None, # 'cpu', 'cuda', ...; cuda when available if None
                        revision:str|None=None, # Hub branch, tag or commit
+                       precision:str='fp32', # or 'bf16' weights (half the bytes to read), 'auto': bf16 where native
                       ) -> tuple:
     "`(model, tokenizer, image_processor)` of a checkpoint: the model in eval mode, the other two as it was trained with."
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     model = VisionLanguageModel.from_pretrained(str(checkpoint), revision=revision, device=device).eval()
+    if resolve_precision(device, precision) == 'bf16': model.to(torch.bfloat16)  # decoding reads half the bytes
     return (model, _checkpoint_tokenizer(str(checkpoint), model.cfg, revision),
             _checkpoint_image_processor(str(checkpoint), model.cfg, revision))
 
@@ -118,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     a('--device', help='cpu, cuda, cuda:1, ... (default: cuda when available)')
     a('--revision', help='Hub branch, tag or commit')
     a('--debug', action='store_true', help='show the traceback of an error (also: NANOVLM_DEBUG=1)')
+    a('--precision', choices=['auto', 'fp32', 'bf16'], default='auto',
+      help='weights in bf16 or fp32 (default auto: bf16 where the device multiplies bf16 natively)')
     return ap
 
 def _check_args(ap, a):
@@ -149,7 +153,7 @@ def generate_cli(argv:list|None=None # the options (default: sys.argv[1:])
     try:
         image = read_image(a.image)
         _check_checkpoint(a.checkpoint)
-        model, tok, proc = load_for_inference(a.checkpoint, a.device, a.revision)
+        model, tok, proc = load_for_inference(a.checkpoint, a.device, a.revision, a.precision)
         answers = ask(model, tok, proc, image, a.prompt, n=a.generations, max_new_tokens=a.max_new_tokens,
                       greedy=a.greedy, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, seed=a.seed)
     except (ValueError, OSError) as e:  # a bad image, checkpoint or setting (FileNotFoundError is an OSError)

@@ -5,6 +5,7 @@
 # %% ../nbs/04_language_model.ipynb #ad6011c6
 from __future__ import annotations
 import json, re
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 import torch
@@ -178,6 +179,17 @@ class LanguageModelBlock(nn.Module):
         x = x + self.attn(self.norm1(x), cos, sin, attn_mask, kv_cache, layer_idx)
         return x + self.mlp(self.norm2(x))  # (B, T, C)
 
+# %% ../nbs/04_language_model.ipynb #ca9cd94a
+@contextmanager
+def _one_row_kernels(x): # (B, T, C) what a forward pass is about to multiply
+    "If `x` is one row, in bf16, on a CPU: PyTorch's matrix-vector kernels instead of oneDNN's, for the duration."
+    one_row = x.device.type == 'cpu' and x.dtype == torch.bfloat16 and x.shape[0] * x.shape[1] == 1
+    off = one_row and torch.backends.mkldnn.enabled
+    if off: torch.backends.mkldnn.enabled = False
+    try: yield
+    finally:
+        if off: torch.backends.mkldnn.enabled = True
+
 # %% ../nbs/04_language_model.ipynb #e50b9641
 # https://github.com/meta-llama/llama3/blob/main/llama/model.py ; module names as nanoVLM v0.1
 class LanguageModel(nn.Module):
@@ -212,7 +224,8 @@ class LanguageModel(nn.Module):
         _check_inputs(B, T, past, attention_mask, kv_cache)
         mask = None if attention_mask is None and kv_cache is None else causal_padding_mask(attention_mask, T, past, x.device)
         cos, sin = self.rotary_embd(position_ids(attention_mask, T, past, x.device))  # (B, T, D)
-        for i, block in enumerate(self.blocks): x = block(x, cos, sin, mask, kv_cache, i)  # (B, T, C)
+        with _one_row_kernels(x):  # one token of one sequence (decoding): matrix-vector kernels, see above
+            for i, block in enumerate(self.blocks): x = block(x, cos, sin, mask, kv_cache, i)  # (B, T, C)
         if kv_cache is not None: kv_cache.length += T
         x = self.norm(x)
         return self.head(x) if self.lm_use_tokens else x

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_training.ipynb #19eaabfe
 from __future__ import annotations
-import argparse, base64, importlib.util, json, math, os, random, secrets, shutil, sys, time
+import argparse, base64, ctypes, importlib.util, json, math, os, random, secrets, shutil, sys, time
 from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -28,8 +28,8 @@ __all__ = ['IMAGE_MEAN_STD', 'RUN_FILES', 'SHAPES_TRAIN_SIZE', 'SHAPES_DESCRIBE'
            'count_targets', 'accumulate_gradients', 'step_batches', 'score_answer', 'native_bf16', 'resolve_precision',
            'precision_context', 'Evaluator', 'atomic_update', 'rng_state', 'set_rng_state', 'seed_everything',
            'save_checkpoint', 'load_checkpoint', 'NonFiniteLossError', 'check_run_dir', 'train', 'plot_metrics',
-           'setup_distributed', 'check_data_source', 'load_data', 'default_threads', 'run_training', 'train_config_for',
-           'train_cli']
+           'setup_distributed', 'check_data_source', 'load_data', 'default_threads', 'keep_freed_memory',
+           'run_training', 'train_config_for', 'train_cli']
 
 # %% ../nbs/06_training.ipynb #604c23cf
 IMAGE_MEAN_STD = (0.5, 0.5) # SigLIP's normalisation: pixels from [0, 1] to [-1, 1]
@@ -87,7 +87,8 @@ def make_optimizer(model:nn.Module, tc:TrainConfig) -> torch.optim.AdamW:
     "AdamW over the projector (`lr_mp`) and the backbones (`lr_backbones`)."
     groups = param_groups(model, {'MP.': ('MP', tc.lr_mp), '': ('backbones', tc.lr_backbones)}, tc.weight_decay)
     if not groups: raise ValueError("lr_mp and lr_backbones are both 0: nothing would train; give one a positive learning rate")
-    return torch.optim.AdamW(groups, weight_decay=tc.weight_decay)
+    fused = groups[0]['params'][0].device.type in ('cpu', 'cuda')  # PyTorch has one-pass AdamW kernels for these
+    return torch.optim.AdamW(groups, weight_decay=tc.weight_decay, fused=fused)
 
 # %% ../nbs/06_training.ipynb #31c67052
 def lr_factor(step:int, # optimizer steps taken so far (0 for the first step)
@@ -681,6 +682,17 @@ def default_threads(local_world:int=1, # processes of this run on this machine (
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
     return max(1, cores // local_world)
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers, from glibc's <malloc.h>
+
+def keep_freed_memory(limit:int=2**31 - 1, # bytes: blocks up to this size are reused, not returned to the OS
+                     ) -> bool: # True if glibc accepted the settings
+    "Ask glibc's malloc to keep freed memory for reuse (no page faults for the next step's tensors); no-op elsewhere."
+    if not sys.platform.startswith('linux'): return False
+    try: libc = ctypes.CDLL('libc.so.6')
+    except OSError: return False  # not glibc (musl, ...)
+    if not hasattr(libc, 'mallopt'): return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, limit)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, limit))
+
 def _precision_note(device, precision:str) -> str:
     "What `precision` resolves to on `device`, and why, in words for the log."
     p = resolve_precision(device, precision)
@@ -884,6 +896,7 @@ def train_cli(argv:list|None=None # the options (default: sys.argv[1:])
     world = int(os.environ.get('WORLD_SIZE', '1'))
     tc = _resolve(ap, args, world)
     torch.set_num_threads(args.threads or default_threads(int(os.environ.get('LOCAL_WORLD_SIZE', world))))
+    keep_freed_memory()
     try: run_training(args.preset or 'tiny', tc, resume=args.resume, device=args.device, num_workers=args.workers,
                       progress=not args.quiet, overwrite=args.overwrite)
     except (NonFiniteLossError, ValueError, OSError) as e:  # bad data, files, settings: one line, no traceback

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_model
 from .config import VLMConfig, _check_safetensors, _temp_path, _new_file_mode
 from .vision_transformer import ViT
 from .modality_projector import ModalityProjector
-from .language_model import LanguageModel, apply_rotary_pos_embd
+from .language_model import LanguageModel, apply_rotary_pos_embd, _one_row_kernels
 
 # %% auto #0
 __all__ = ['VisionLanguageModel', 'answer_loss', 'filter_logits', 'image_attention', 'load_state_strict']
@@ -126,7 +126,7 @@ def _generate(self:VisionLanguageModel, input_ids, # (B, T) prompt ids, left pad
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     bad = torch.zeros((), dtype=torch.bool, device=dev)                   # NaN or inf logits in a running row
     for t in range(max_new_tokens):
-        logits = self.decoder.head(h[:, -1]).float()                       # (B, V)
+        with _one_row_kernels(h[:, -1:]): logits = self.decoder.head(h[:, -1]).float()       # (B, V)
         finite = torch.isfinite(logits).all(-1)                            # (B,)
         bad |= ~(finite | done).all()
         if greedy: nxt = logits.argmax(-1)

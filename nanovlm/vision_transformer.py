@@ -33,7 +33,7 @@ class ViTPatchEmbeddings(nn.Module):
         if x.shape[-2:] != (self.img_size, self.img_size):  # shapes are static: no host sync, compile-friendly
             raise ValueError(f"expected {self.img_size}x{self.img_size} images (vit_img_size), got {tuple(x.shape)}; "
                              "resize them first (the image processor does)")
-        x = self.conv(x)                   # (B, C, h, w)
+        x = self.conv(x.to(self.conv.weight.dtype))  # (B, C, h, w); fp32 pixels into bf16 weights too
         x = x.flatten(2).transpose(1, 2)   # (B, P, C)
         if self.cls_flag: x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+P, C)
         return x + self.position_embedding
@@ -65,6 +65,12 @@ def attention(q, # (B, H, T, D) queries
              ):
     "Scaled dot-product attention: SDPA, except on a CPU in bf16/fp16, where plain matmuls are faster."
     if q.device.type == 'cpu' and q.dtype in (torch.bfloat16, torch.float16):
+        if q.shape[2] == 1:  # one query (decoding): SDPA's fp32 CPU kernel beats bf16 matmuls this small
+            with torch.autocast('cpu', enabled=False):  # under autocast, SDPA would go back to bf16
+                y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask,
+                                                   is_causal=is_causal, dropout_p=dropout_p,
+                                                   enable_gqa=k.shape[1] != q.shape[1])
+            return y.to(q.dtype)
         return _attention_math(q, k, v, attn_mask, is_causal, dropout_p)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p,
                                           enable_gqa=k.shape[1] != q.shape[1])

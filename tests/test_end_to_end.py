@@ -72,7 +72,7 @@ def test_generate_greedy(trained):
     r = ok(generate(d, '--greedy', '--max-new-tokens', '5'))
     lines = r.stdout.splitlines()
     assert len(lines) == 1, r.stdout
-    model, tok, proc = load_for_inference(d, device='cpu')
+    model, tok, proc = load_for_inference(d, device='cpu', precision='auto')  # what the command loads
     assert ask(model, tok, proc, d / 'examples' / '0.png', 'How many shapes are there?', max_new_tokens=5, greedy=True) == lines
     assert ('answer is empty' in r.stderr) == (lines[0] == '')
 

@@ -333,3 +333,47 @@ def test_load_backbone_uses_the_tower_loaders(tmp_path):
     # and the whole VLM round-trips through its own checkpoint format
     model.save_pretrained(tmp_path / 'vlm')
     with torch.no_grad(): assert torch.equal(VisionLanguageModel.from_pretrained(tmp_path / 'vlm').eval()(ids, img)[0], logits)
+
+
+# --- bf16 generation ---------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def sharp():
+    "A random model with weights 4x their initial scale: logits spread out, so greedy tokens rarely sit on a near-tie."
+    torch.manual_seed(0)
+    m = VisionLanguageModel(small_cfg()).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.ndim >= 2: p.mul_(4)
+    return m
+
+
+def agree(a, b) -> float: return (a == b).float().mean().item()
+
+
+def test_bf16_weights_generate_like_fp32(sharp):
+    "bf16 weights (nanovlm-generate's default on a CPU with native bf16) pick the fp32 model's greedy tokens."
+    # batch 1 decodes through the one-row kernels and must match the batched rows; oneDNN is switched back on after
+    ids, img, mask = batch(sharp.cfg, B=3, T=7)
+    kw = dict(max_new_tokens=12, greedy=True, eos_token_id=-1)
+    fp32 = sharp.generate(ids, img, mask, **kw)
+    lo = VisionLanguageModel(sharp.cfg).eval()
+    lo.load_state_dict(sharp.state_dict())
+    lo.to(torch.bfloat16)
+    bf16 = lo.generate(ids, img, mask, **kw)  # fp32 pixels into bf16 weights: the patch embedding casts them
+    alone = torch.cat([lo.generate(ids[b:b + 1, b:], img[b:b + 1], **kw) for b in range(3)])  # row b has b pads
+    recompute = lo.generate(ids, img, mask, use_cache=False, **kw)
+    assert torch.backends.mkldnn.enabled
+    # bf16 rounds differently along each path, so a near-tie may flip a token: agreement, not identity
+    assert agree(bf16, fp32) >= 0.9 and agree(alone, bf16) >= 0.9 and agree(recompute, bf16) >= 0.9, (fp32, bf16, alone)
+
+
+def test_single_query_attention_in_bf16_matches_fp32():
+    from nanovlm.vision_transformer import attention
+    g = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(2, 6, 1, 16, generator=g), torch.randn(2, 2, 9, 16, generator=g), torch.randn(2, 2, 9, 16, generator=g)
+    mask = torch.ones(2, 1, 1, 9, dtype=torch.bool)
+    mask[1, ..., :3] = False
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    out = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), attn_mask=mask)
+    assert out.dtype == torch.bfloat16 and torch.allclose(out.float(), ref, atol=0.03)
