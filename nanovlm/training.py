@@ -23,13 +23,13 @@ from .data import (VQADataset, VQACollator, ShapesVQA, get_tokenizer, get_image_
                           upright)
 
 # %% auto #0
-__all__ = ['IMAGE_MEAN_STD', 'RUN_FILES', 'SHAPES_TRAIN_SIZE', 'SHAPES_DESCRIBE', 'TRAIN_PRESETS', 'image_processor_for',
-           'save_image_processor', 'load_image_processor', 'param_groups', 'make_optimizer', 'lr_factor', 'set_lr',
-           'count_targets', 'accumulate_gradients', 'step_batches', 'score_answer', 'native_bf16', 'resolve_precision',
-           'precision_context', 'Evaluator', 'atomic_update', 'rng_state', 'set_rng_state', 'seed_everything',
-           'save_checkpoint', 'load_checkpoint', 'NonFiniteLossError', 'check_run_dir', 'train', 'plot_metrics',
-           'setup_distributed', 'check_data_source', 'load_data', 'default_threads', 'run_training', 'train_config_for',
-           'train_cli']
+__all__ = ['IMAGE_MEAN_STD', 'RUN_FILES', 'SHAPES_TRAIN_SIZE', 'SHAPES_DESCRIBE', 'SHAPES_DESCRIBE_ORDERS', 'TRAIN_PRESETS',
+           'image_processor_for', 'save_image_processor', 'load_image_processor', 'param_groups', 'make_optimizer',
+           'lr_factor', 'set_lr', 'count_targets', 'accumulate_gradients', 'step_batches', 'score_answer',
+           'native_bf16', 'resolve_precision', 'precision_context', 'Evaluator', 'atomic_update', 'rng_state',
+           'set_rng_state', 'seed_everything', 'save_checkpoint', 'load_checkpoint', 'NonFiniteLossError',
+           'check_run_dir', 'train', 'plot_metrics', 'setup_distributed', 'check_data_source', 'load_data',
+           'default_threads', 'run_training', 'train_config_for', 'train_cli']
 
 # %% ../nbs/06_training.ipynb #604c23cf
 IMAGE_MEAN_STD = (0.5, 0.5) # SigLIP's normalisation: pixels from [0, 1] to [-1, 1]
@@ -617,6 +617,7 @@ def setup_distributed(device:str|None=None, # 'cpu', 'cuda', ...; default: cuda 
 # %% ../nbs/06_training.ipynb #f657445d
 SHAPES_TRAIN_SIZE = 1_000_000 # ShapesVQA training items per epoch (generated on the fly, so this costs nothing)
 SHAPES_DESCRIBE = 0.3 # fraction of ShapesVQA training items that describe the whole scene (chapter 7)
+SHAPES_DESCRIBE_ORDERS = ('reading', 'color', 'kind') # the description orders they use (chapter 7; chapter 8 compares)
 
 def check_data_source(source:str) -> str:
     "`source` if it is 'shapes', an existing .jsonl file or 'cauldron:<subset>' with `datasets` installed; else raise."
@@ -651,7 +652,8 @@ def load_data(source:str, # see `check_data_source`
     if source == 'shapes':
         tok = tok_for(None)
         held = ShapesVQA.heldout(eval_samples, img_size=cfg.vit_img_size)
-        train_ds = VQADataset(ShapesVQA('train', length=SHAPES_TRAIN_SIZE, img_size=cfg.vit_img_size, describe=SHAPES_DESCRIBE), tok, proc)
+        train_ds = VQADataset(ShapesVQA('train', length=SHAPES_TRAIN_SIZE, img_size=cfg.vit_img_size, describe=SHAPES_DESCRIBE,
+                                        describe_orders=SHAPES_DESCRIBE_ORDERS), tok, proc)
         ev, qtypes = VQADataset(held, tok, proc), [held.scene(i)[3] for i in range(len(held))]
     else:
         if source.endswith('.jsonl'):
