@@ -771,8 +771,9 @@ def run_training(preset:str, # a key of `PRESETS`
 
 # %% ../nbs/06_training.ipynb #78126548
 TRAIN_PRESETS = {
-    'tiny': dict(lr_mp=6e-4, lr_backbones=6e-4, batch_size=64, max_steps=1500, warmup_steps=100, min_lr_ratio=0.05,
-                 eval_interval=300, eval_samples=500, save_every=300, log_interval=25),
+    'tiny': dict(lr_mp=6e-4, lr_backbones=6e-4, batch_size=64, max_steps=3000, warmup_steps=100, lr_schedule='wsd',
+                 lr_decay_frac=0.2, min_lr_ratio=0.1, eval_interval=250, eval_samples=500, save_every=500,
+                 log_interval=25),
     'nanovlm-222m': dict(lr_mp=1e-3, lr_backbones=5e-5, batch_size=256, gradient_accumulation_steps=4, max_steps=5000,
                          eval_interval=500, eval_samples=500, save_every=500),
 }
