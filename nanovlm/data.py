@@ -17,11 +17,11 @@ from matplotlib.patches import Rectangle
 from .config import _atomic_write_text
 
 # %% auto #0
-__all__ = ['EOS_TOKEN', 'UNK_TOKEN', 'SHAPE_COLORS', 'SHAPE_KINDS', 'QTYPES', 'DESCRIBE_QUESTION', 'format_prompt',
-           'format_answer', 'Tokenizer', 'train_tokenizer', 'get_tokenizer', 'upright', 'to_rgb', 'ImageProcessor',
-           'get_image_processor', 'VQADataset', 'read_jsonl', 'VQACollator', 'plot_batch_tokens', 'render_shapes',
-           'describe_scene', 'ShapesVQA', 'shapes_corpus', 'shapes_tokenizer', 'normalize_answer', 'exact_match',
-           'multiple_choice_match']
+__all__ = ['EOS_TOKEN', 'UNK_TOKEN', 'SHAPE_COLORS', 'SHAPE_KINDS', 'QTYPES', 'DESCRIBE_QUESTIONS', 'DESCRIBE_QUESTION',
+           'format_prompt', 'format_answer', 'Tokenizer', 'train_tokenizer', 'get_tokenizer', 'upright', 'to_rgb',
+           'ImageProcessor', 'get_image_processor', 'VQADataset', 'read_jsonl', 'VQACollator', 'plot_batch_tokens',
+           'render_shapes', 'describe_scene', 'ShapesVQA', 'shapes_corpus', 'shapes_tokenizer', 'normalize_answer',
+           'exact_match', 'multiple_choice_match']
 
 # %% ../nbs/07_data.ipynb #2e2b3881
 EOS_TOKEN = '<|endoftext|>' # end-of-sequence token of nanoVLM's cosmo2 tokenizer and of the tokenizers we train
@@ -586,15 +586,24 @@ def _scene_split(shapes:list, img_size:int) -> str:
     return 'test' if hashlib.blake2b(key, digest_size=8).digest()[0] & 1 else 'train'
 
 # %% ../nbs/07_data.ipynb #046967a5
-DESCRIBE_QUESTION = "What shapes are there?"
+DESCRIBE_QUESTIONS = {'reading': "What shapes are there?", # every shape: its half, colour and kind, in reading order
+                      'color': "What shape is each color?", # each colour present, in a fixed order, with its kind
+                      'kind': "Where is each shape?"} # each kind present, in a fixed order, with its colour and half
+DESCRIBE_QUESTION = DESCRIBE_QUESTIONS['reading']
 
 def describe_scene(shapes:list, # (kind, color, cx, cy, r) tuples
                    img_size:int=64, # side of the image, to tell the halves apart
+                   order:str='reading', # a key of `DESCRIBE_QUESTIONS`
                   ) -> str:
-    "Every shape in reading order (top half first, then left to right): its half, colour and kind."
+    "The answer to `DESCRIBE_QUESTIONS[order]`: every shape of the scene, in `order`."
     h = img_size / 2
-    where = sorted(((y >= h, x >= h, x, y), c, k) for k, c, x, y, _ in shapes)
-    return ' '.join(f"{'bottom' if b else 'top'} {'right' if r else 'left'} {c} {k}" for (b, r, _, _), c, k in where)
+    half = lambda x, y: f"{'bottom' if y >= h else 'top'} {'right' if x >= h else 'left'}"
+    if order == 'reading':  # top half first, then left to right
+        where = sorted(((y >= h, x >= h, x, y), c, k) for k, c, x, y, _ in shapes)
+        return ' '.join(f"{half(x, y)} {c} {k}" for (_, _, x, y), c, k in where)
+    if order == 'color': return ' '.join(f"{c} {k}" for col in SHAPE_COLORS for k, c, *_ in shapes if c == col)
+    if order == 'kind': return ' '.join(f"{k} {c} {half(x, y)}" for kind in SHAPE_KINDS for k, c, x, y, _ in shapes if k == kind)
+    raise ValueError(f"unknown description order {order!r}; choose from {list(DESCRIBE_QUESTIONS)}")
 
 # %% ../nbs/07_data.ipynb #a85140cc
 class ShapesVQA:
@@ -607,6 +616,7 @@ class ShapesVQA:
                  grid:int=2, # shapes sit in cells of a grid x grid grid (even: 2 is quadrants)
                  max_shapes:int=4, # shapes per image are 1 to max_shapes (at most 4; fewer is easier)
                  describe:float=0.0, # fraction of items that ask for a description of the whole scene instead
+                 describe_orders:tuple=tuple(DESCRIBE_QUESTIONS), # the description orders those items draw from
                 ):
         if split not in _SPLITS: raise ValueError(f"split must be one of {list(_SPLITS)}, got {split!r}")
         if grid < 2 or grid % 2: raise ValueError(f"grid must be even and >= 2 (halves of the image are whole cells), got {grid}")
@@ -616,8 +626,10 @@ class ShapesVQA:
         if bad or not qtypes: raise ValueError(f"unknown question types {bad}; choose from {QTYPES}")
         if length is not None and length < 0: raise ValueError(f"length must be >= 0 or None, got {length}")
         if not 0 <= describe <= 1: raise ValueError(f"describe is a fraction of items, 0 to 1, got {describe}")
+        bad = [o for o in describe_orders if o not in DESCRIBE_QUESTIONS]
+        if bad or not describe_orders: raise ValueError(f"unknown description orders {bad}; choose from {list(DESCRIBE_QUESTIONS)}")
         self.split, self.seed, self.length, self.img_size, self.qtypes = split, seed, length, img_size, tuple(qtypes)
-        self.grid, self.max_shapes, self.describe = grid, max_shapes, describe
+        self.grid, self.max_shapes, self.describe, self.describe_orders = grid, max_shapes, describe, tuple(describe_orders)
 
     def __len__(self):
         if self.length is None: raise TypeError("this ShapesVQA is infinite; pass length= for a finite one")
@@ -635,8 +647,11 @@ class ShapesVQA:
             shapes, q, a = _sample_question(rng, qtype, self.img_size, self.grid, self.max_shapes)
             if _scene_split(shapes, self.img_size) == self.split: break
         else: raise RuntimeError(f"no {self.split} scene found for item {i}")  # odds: 2**-1000
-        if self.describe and np.random.default_rng([self.seed, _SPLITS[self.split], i, 1000]).random() < self.describe:  # own stream: same scene
-            return shapes, DESCRIBE_QUESTION, describe_scene(shapes, self.img_size), 'describe'
+        if self.describe:
+            d = np.random.default_rng([self.seed, _SPLITS[self.split], i, 1000])  # own stream: the scene stays the same
+            if d.random() < self.describe:
+                order = self.describe_orders[int(d.integers(len(self.describe_orders)))]
+                return shapes, DESCRIBE_QUESTIONS[order], describe_scene(shapes, self.img_size, order), 'describe'
         return shapes, q, a, qtype
 
     def __getitem__(self, i:int) -> dict:
@@ -649,7 +664,9 @@ class ShapesVQA:
         "The fixed held-out evaluation set: the first `n` items of the test split."
         return cls('test', seed=seed, length=n, img_size=img_size, qtypes=qtypes, grid=grid, max_shapes=max_shapes)
 
-    def __repr__(self): return f"ShapesVQA(split={self.split!r}, seed={self.seed}, length={self.length}, img_size={self.img_size})"
+    def __repr__(self):
+        return (f"ShapesVQA(split={self.split!r}, seed={self.seed}, length={self.length}, img_size={self.img_size}, "
+                f"grid={self.grid}, max_shapes={self.max_shapes}, describe={self.describe}, describe_orders={self.describe_orders})")
 
 # %% ../nbs/07_data.ipynb #3a311861
 def shapes_corpus() -> list[str]:
@@ -658,7 +675,7 @@ def shapes_corpus() -> list[str]:
     for k in SHAPE_KINDS:
         qs += [f"What color is the {k}?", f"Is there a {k}?", f"Is the {k} on the left or the right?",
                f"Is the {k} at the top or the bottom?"]
-    qs += [f"What shape is the {c} object?" for c in SHAPE_COLORS]
+    qs += [f"What shape is the {c} object?" for c in SHAPE_COLORS] + list(DESCRIBE_QUESTIONS.values())
     answers = [*SHAPE_COLORS, *SHAPE_KINDS, '1', '2', '3', '4', 'yes', 'no', 'left', 'right', 'top', 'bottom']
     return [format_prompt(q) for q in qs] + [format_answer(a) for a in answers]
 

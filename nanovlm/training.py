@@ -23,13 +23,13 @@ from .data import (VQADataset, VQACollator, ShapesVQA, get_tokenizer, get_image_
                           upright)
 
 # %% auto #0
-__all__ = ['IMAGE_MEAN_STD', 'RUN_FILES', 'SHAPES_TRAIN_SIZE', 'SHAPES_DESCRIBE', 'TRAIN_PRESETS', 'image_processor_for',
-           'save_image_processor', 'load_image_processor', 'param_groups', 'make_optimizer', 'lr_factor', 'set_lr',
-           'count_targets', 'accumulate_gradients', 'step_batches', 'score_answer', 'native_bf16', 'resolve_precision',
-           'precision_context', 'Evaluator', 'atomic_update', 'rng_state', 'set_rng_state', 'seed_everything',
-           'save_checkpoint', 'load_checkpoint', 'NonFiniteLossError', 'check_run_dir', 'train', 'plot_metrics',
-           'setup_distributed', 'check_data_source', 'load_data', 'default_threads', 'keep_freed_memory',
-           'run_training', 'train_config_for', 'train_cli']
+__all__ = ['IMAGE_MEAN_STD', 'RUN_FILES', 'SHAPES_TRAIN_SIZE', 'SHAPES_DESCRIBE', 'SHAPES_DESCRIBE_ORDERS', 'TRAIN_PRESETS',
+           'image_processor_for', 'save_image_processor', 'load_image_processor', 'param_groups', 'make_optimizer',
+           'lr_factor', 'set_lr', 'count_targets', 'accumulate_gradients', 'step_batches', 'score_answer',
+           'native_bf16', 'resolve_precision', 'precision_context', 'Evaluator', 'atomic_update', 'rng_state',
+           'set_rng_state', 'seed_everything', 'save_checkpoint', 'load_checkpoint', 'NonFiniteLossError',
+           'check_run_dir', 'train', 'plot_metrics', 'setup_distributed', 'check_data_source', 'load_data',
+           'default_threads', 'keep_freed_memory', 'run_training', 'train_config_for', 'train_cli']
 
 # %% ../nbs/06_training.ipynb #604c23cf
 IMAGE_MEAN_STD = (0.5, 0.5) # SigLIP's normalisation: pixels from [0, 1] to [-1, 1]
@@ -618,6 +618,7 @@ def setup_distributed(device:str|None=None, # 'cpu', 'cuda', ...; default: cuda 
 # %% ../nbs/06_training.ipynb #f657445d
 SHAPES_TRAIN_SIZE = 1_000_000 # ShapesVQA training items per epoch (generated on the fly, so this costs nothing)
 SHAPES_DESCRIBE = 0.3 # fraction of ShapesVQA training items that describe the whole scene (chapter 7)
+SHAPES_DESCRIBE_ORDERS = ('reading', 'color', 'kind') # the description orders they use (chapter 7; chapter 8 compares)
 
 def check_data_source(source:str) -> str:
     "`source` if it is 'shapes', an existing .jsonl file or 'cauldron:<subset>' with `datasets` installed; else raise."
@@ -652,7 +653,8 @@ def load_data(source:str, # see `check_data_source`
     if source == 'shapes':
         tok = tok_for(None)
         held = ShapesVQA.heldout(eval_samples, img_size=cfg.vit_img_size)
-        train_ds = VQADataset(ShapesVQA('train', length=SHAPES_TRAIN_SIZE, img_size=cfg.vit_img_size, describe=SHAPES_DESCRIBE), tok, proc)
+        train_ds = VQADataset(ShapesVQA('train', length=SHAPES_TRAIN_SIZE, img_size=cfg.vit_img_size, describe=SHAPES_DESCRIBE,
+                                        describe_orders=SHAPES_DESCRIBE_ORDERS), tok, proc)
         ev, qtypes = VQADataset(held, tok, proc), [held.scene(i)[3] for i in range(len(held))]
     else:
         if source.endswith('.jsonl'):
@@ -781,8 +783,9 @@ def run_training(preset:str, # a key of `PRESETS`
 
 # %% ../nbs/06_training.ipynb #78126548
 TRAIN_PRESETS = {
-    'tiny': dict(lr_mp=6e-4, lr_backbones=6e-4, batch_size=64, max_steps=1500, warmup_steps=100, min_lr_ratio=0.05,
-                 eval_interval=300, eval_samples=500, save_every=300, log_interval=25),
+    'tiny': dict(lr_mp=6e-4, lr_backbones=6e-4, batch_size=64, max_steps=3000, warmup_steps=100, lr_schedule='wsd',
+                 lr_decay_frac=0.2, min_lr_ratio=0.1, eval_interval=250, eval_samples=500, save_every=500,
+                 log_interval=25),
     'nanovlm-222m': dict(lr_mp=1e-3, lr_backbones=5e-5, batch_size=256, gradient_accumulation_steps=4, max_steps=5000,
                          eval_interval=500, eval_samples=500, save_every=500),
 }

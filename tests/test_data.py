@@ -10,7 +10,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from nanovlm.config import get_preset
-from nanovlm.data import (DESCRIBE_QUESTION, EOS_TOKEN, QTYPES, ImageProcessor, ShapesVQA, Tokenizer, VQACollator, VQADataset,
+from nanovlm.data import (DESCRIBE_QUESTION, DESCRIBE_QUESTIONS, SHAPE_COLORS, SHAPE_KINDS, EOS_TOKEN, QTYPES, ImageProcessor, ShapesVQA, Tokenizer, VQACollator, VQADataset,
                           exact_match, format_answer, format_prompt, get_image_processor, get_tokenizer,
                           describe_scene, multiple_choice_match, shapes_tokenizer, to_rgb, train_tokenizer)
 
@@ -305,26 +305,39 @@ def test_shapes_vqa_arguments():
 
 def test_shapes_vqa_descriptions(tok):
     plain, desc = ShapesVQA('train', seed=5), ShapesVQA('train', seed=5, describe=0.5)
-    kinds = Counter()
+    kinds, orders = Counter(), Counter()
+    order_of = {q: o for o, q in DESCRIBE_QUESTIONS.items()}
     for i in range(400):
         (s0, q0, a0, t0), (s1, q1, a1, t1) = plain.scene(i), desc.scene(i)
         assert s1 == s0  # the same scene, described or asked about
         kinds[t1 == 'describe'] += 1
         if t1 != 'describe': assert (q1, a1, t1) == (q0, a0, t0); continue
-        assert q1 == DESCRIBE_QUESTION and a1 == describe_scene(s0)
-        words = a1.split()  # per shape: vertical half, horizontal half, colour, kind; in reading order
-        assert len(words) == 4 * len(s0)
-        halves = [(words[j] == 'bottom', words[j + 1] == 'right') for j in range(0, len(words), 4)]
-        assert halves == sorted(halves)  # reading order: top before bottom, then left before right
-        for j in range(0, len(words), 4):
-            k, c, x, y = next((k, c, x, y) for k, c, x, y, _ in s0 if (k, c) == (words[j + 3], words[j + 2]))
-            assert words[j:j + 2] == ['top' if y < 32 else 'bottom', 'left' if x < 32 else 'right']
+        order = order_of[q1]
+        orders[order] += 1
+        assert a1 == describe_scene(s0, order=order)
+        words = a1.split()
+        half = {(k, c): ['top' if y < 32 else 'bottom', 'left' if x < 32 else 'right'] for k, c, x, y, _ in s0}
+        if order == 'reading':  # per shape: vertical half, horizontal half, colour, kind; in reading order
+            assert len(words) == 4 * len(s0)
+            halves = [(words[j] == 'bottom', words[j + 1] == 'right') for j in range(0, len(words), 4)]
+            assert halves == sorted(halves)  # top before bottom, then left before right
+            assert all(words[j:j + 2] == half[words[j + 3], words[j + 2]] for j in range(0, len(words), 4))
+        elif order == 'color':  # per shape: colour, kind; colours in SHAPE_COLORS order
+            pairs = [(words[j + 1], words[j]) for j in range(0, len(words), 2)]
+            assert sorted(pairs) == sorted(half) and [c for _, c in pairs] == [c for c in SHAPE_COLORS if c in {c for _, c in pairs}]
+        else:  # per shape: kind, colour, vertical half, horizontal half; kinds in SHAPE_KINDS order, absent ones skipped
+            groups = [words[j:j + 4] for j in range(0, len(words), 4)]
+            assert [g[0] for g in groups] == [k for k in SHAPE_KINDS if any(s[0] == k for s in s0)]
+            assert all(g[2:] == half[g[0], g[1]] for g in groups)
         ids = tok.encode(format_prompt(q1) + format_answer(a1))
         assert tok.tok.token_to_id('<unk>') not in ids and len(ids) + 1 <= get_preset('tiny').lm_max_length
-    assert 150 < kinds[True] < 250
+    assert 150 < kinds[True] < 250 and all(40 < orders[o] < 100 for o in DESCRIBE_QUESTIONS)
     assert all(ShapesVQA.heldout(200).scene(i)[3] != 'describe' for i in range(200))
     assert [desc.scene(i) for i in range(20)] == [ShapesVQA('train', seed=5, describe=0.5).scene(i) for i in range(20)]
+    reading = ShapesVQA('train', seed=5, describe=0.5, describe_orders=('reading',))
+    assert all(reading.scene(i)[1] == DESCRIBE_QUESTION for i in range(400) if desc.scene(i)[3] == 'describe')
     with pytest.raises(ValueError, match='describe is a fraction'): ShapesVQA(describe=-0.1)
+    with pytest.raises(ValueError, match="unknown description orders"): ShapesVQA(describe_orders=())
 
 def test_shapes_tokenizer_fits_tiny_and_covers_everything(tok):
     cfg = get_preset('tiny')
