@@ -88,7 +88,9 @@ def test_token_weighted_loss_is_logged(tmp_path):
     b = small_train(tmp_path / 'b', max_steps=2, gradient_accumulation_steps=4)
     for x, y in zip(records(tmp_path / 'a'), records(tmp_path / 'b')):
         assert math.isclose(x['loss'], y['loss'], rel_tol=1e-5)
-    for k, v in a.state_dict().items(): torch.testing.assert_close(v, b.state_dict()[k], rtol=1e-4, atol=1e-5)
+    # Adam divides by the gradient's own size, so rounding-level differences in a near-zero gradient can move a
+    # weight by a visible fraction of the learning rate (3e-3): 1e-4 is 3% of one step's largest update
+    for k, v in a.state_dict().items(): torch.testing.assert_close(v, b.state_dict()[k], rtol=1e-4, atol=1e-4)
 
 
 # --- checkpoints: resume, atomicity, NaN -------------------------------------------------------------
