@@ -14,7 +14,7 @@ import nanovlm.training as T
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument('--describe', type=float, help='fraction of training items that describe the whole scene')
-ap.add_argument('--orders', help="description orders, comma-separated: reading, color, kind (chapter 7)")
+ap.add_argument('--orders', help="description orders, comma-separated: reading, color, kind (chapter 6)")
 ap.add_argument('--qtypes', help='comma-separated question types the training items cycle through, e.g. '
                 'color,shape,count,exists,side,shape (repeats weigh a type more)')
 ap.add_argument('--exists-max-shapes', type=int, help="training only: 'Is there a ...?' scenes have at most this many "

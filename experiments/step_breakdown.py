@@ -7,7 +7,7 @@ than wall time; wall time too), with the minor page faults of each step, for the
 
 1. fp32, `torch.optim.AdamW` as it comes (a loop of a dozen elementwise passes per tensor), glibc's malloc as it comes;
 2. bf16 autocast, the same optimizer and allocator;
-3. bf16 autocast, fused AdamW (`make_optimizer`, chapter 6);
+3. bf16 autocast, fused AdamW (`make_optimizer`, chapter 7);
 4. bf16 autocast, fused AdamW, `keep_freed_memory()` (no page faults: freed blocks are reused);
 5. fp32, fused AdamW, `keep_freed_memory()`.
 

@@ -8,7 +8,7 @@ optimizer step included; 128 new tokens at batch 1 after a 32-token prompt), wit
 run it rather than in fp32 with a plain AdamW:
 
 - training: `--precision` as `nanovlm-train` resolves it (auto: bf16 autocast on a CPU with native bf16), chapter
-  6's optimizer (`make_optimizer`: fused AdamW), and glibc's malloc told to keep freed memory (`keep_freed_memory`,
+  7's optimizer (`make_optimizer`: fused AdamW), and glibc's malloc told to keep freed memory (`keep_freed_memory`,
   which `nanovlm-train` calls). nanoVLM v0.1 runs as its train.py does: fp32 (its only CPU mode), `optim.AdamW`, and
   the allocator as it comes. The allocator setting is process-wide, so v0.1 is timed first, and then once more after
   it, to show how much of the gap is the allocator alone (`train, same allocator`).

@@ -251,7 +251,7 @@ def bench_train(cfg:VLMConfig, # the model's shape (random weights)
                 peak_flops:float|None=None, # the device's peak FLOP/s in this precision, for MFU
                 seed:int=0,
                ) -> dict: # a `measurement` row
-    "Time forward + backward + AdamW step (chapter 6's) of a fresh model; tokens/s, MFU and peak memory."
+    "Time forward + backward + AdamW step (chapter 7's) of a fresh model; tokens/s, MFU and peak memory."
     device, T = torch.device(device), text_len or cfg.lm_max_length
     torch.manual_seed(seed)
     model = VisionLanguageModel(cfg).to(device).train()
@@ -578,7 +578,7 @@ def bench_cli(argv=None):
     a = _check_args(ap, ap.parse_args(argv))
     threads = torch.get_num_threads()
     torch.set_num_threads(a.threads or default_threads())
-    keep_freed_memory()  # as nanovlm-train runs (chapter 6)
+    keep_freed_memory()  # as nanovlm-train runs (chapter 7)
     try: report = run_bench(a.preset, a.device, a.batch_size, a.gen_batch_sizes, a.prompt_len, a.new_tokens, a.text_len,
                             a.repeats, a.warmup, a.compile, a.bf16, a.peak_flops, a.skip_train, a.skip_generate,
                             a.peak_size, log=lambda s: print(f'[nanovlm-bench] {s}', file=sys.stderr, flush=True))

@@ -284,14 +284,3 @@ def info_cli(argv=None):
     print(f"\nimage (B, 3, {cfg.vit_img_size}, {cfg.vit_img_size}) -> (B, {cfg.vit_n_patches}, {cfg.vit_hidden_dim}) patches"
           f" -> (B, {cfg.n_image_tokens}, {cfg.mp_input_dim}) shuffled -> (B, {cfg.n_image_tokens}, {cfg.lm_hidden_dim}) image tokens"
           f" -> LM over (B, {cfg.n_image_tokens} + T, {cfg.lm_hidden_dim}), T <= {cfg.lm_max_length}")
-
-# %% ../nbs/01_config.ipynb #c3ffb8e3
-def _check_safetensors(path) -> str:
-    "`path` as a str if it is a complete safetensors file (only its header is read); else `ValueError` naming it."
-    from safetensors import safe_open, SafetensorError
-    try:
-        with safe_open(str(path), framework='pt'): pass
-    except SafetensorError as e:
-        raise ValueError(f"{path} is not a valid safetensors file (truncated, or a pickle?): {e}; "
-                         "copy or download it again, or convert the weights to safetensors") from None
-    return str(path)

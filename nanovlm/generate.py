@@ -8,55 +8,40 @@ import argparse, sys, warnings
 from pathlib import Path
 import torch
 from PIL import Image
+from .checkpoints import (CheckpointFormatError, CheckpointNotFoundError, find_checkpoint, hub_offline,
+                                 is_hub_id)
 from .vision_language_model import VisionLanguageModel
-from .data import Tokenizer, get_tokenizer, get_image_processor, format_prompt, upright
-from .training import (load_image_processor, default_threads, _in_notebook, _device_problem, _one_line, _debug,
-                              _Parser, resolve_precision)
+from .data import Tokenizer, get_tokenizer, load_image_processor, format_prompt, upright
+from .training import (default_threads, _in_notebook, _device_problem, _one_line, _debug, _Parser,
+                              resolve_precision)
 
 # %% auto #0
 __all__ = ['load_for_inference', 'read_image', 'ask', 'generate_cli']
 
 # %% ../nbs/08_end_to_end.ipynb #37ba2f2a
-def _hub_file(repo_id:str, filename:str, revision:str|None=None) -> Path|None:
-    "`filename` from Hub repo `repo_id` (downloaded, or from the cache); None when the repo has no such file."
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-    try: return Path(hf_hub_download(repo_id, filename, revision=revision))
-    except LocalEntryNotFoundError:  # offline and not cached: we cannot tell whether the repo has it
-        warnings.warn(f"{repo_id}: {filename} is not in the local cache and the Hub cannot be reached; going on without it")
-    except EntryNotFoundError: pass
-    return None
+_INFERENCE_FILES = ('config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json',
+                    'preprocessor_config.json')
 
-def _checkpoint_tokenizer(checkpoint:str, cfg, revision:str|None=None) -> Tokenizer:
-    "The tokenizer saved beside `checkpoint` (a directory or a Hub repo), else the one `cfg.lm_tokenizer` names."
-    p = Path(checkpoint)
-    if p.is_dir(): f = p / 'tokenizer.json' if (p / 'tokenizer.json').is_file() else None
-    else:
-        _hub_file(checkpoint, 'tokenizer_config.json', revision)  # names the EOS token; get_tokenizer reads it beside tokenizer.json
-        f = _hub_file(checkpoint, 'tokenizer.json', revision)
-    if f is not None: tok = get_tokenizer(f.parent)
+def _checkpoint_tokenizer(d:Path, cfg) -> Tokenizer:
+    "The tokenizer saved in checkpoint directory `d`, else the one `cfg.lm_tokenizer` names."
+    if (d / 'tokenizer.json').is_file(): tok = get_tokenizer(d)
     elif cfg.lm_tokenizer: tok = get_tokenizer(cfg.lm_tokenizer)
-    else: raise FileNotFoundError(f"{checkpoint} has no tokenizer.json and its config names no lm_tokenizer; save the "
-                                  "tokenizer the model was trained with beside it (tokenizer.save(dir))")
+    else:
+        raise CheckpointNotFoundError(f"{d} has no tokenizer.json and its config names no lm_tokenizer; "
+                                      "save the tokenizer the model was trained with beside it "
+                                      "(tokenizer.save(dir))")
     if tok.vocab_size > cfg.lm_vocab_size:
-        raise ValueError(f"the tokenizer of {checkpoint} has {tok.vocab_size} tokens but the model only {cfg.lm_vocab_size}; "
-                         "it is not the tokenizer the model was trained with")
+        raise CheckpointFormatError(f"the tokenizer of {d} has {tok.vocab_size} tokens but the model only "
+                                    f"{cfg.lm_vocab_size}: it is not the one the model was trained with")
     return tok
 
-def _checkpoint_image_processor(checkpoint:str, cfg, revision:str|None=None):
-    "The image processor in `checkpoint`'s preprocessor_config.json; plain [0, 1] pixels (nanoVLM v0.1's) without one."
-    p = Path(checkpoint)
-    if not p.is_dir():
-        f = _hub_file(checkpoint, 'preprocessor_config.json', revision)
-        if f is None: return get_image_processor(cfg.vit_img_size)
-        p = f.parent
-    try: proc = load_image_processor(p, cfg.vit_img_size)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{p / 'preprocessor_config.json'} is not a valid image processor config ({e!r}); write it again "
-                         "with nanovlm.training.save_image_processor") from None
+def _checkpoint_image_processor(d:Path, cfg):
+    "The image processor in `d`'s preprocessor_config.json; plain [0, 1] pixels (nanoVLM v0.1's) without one."
+    proc = load_image_processor(d, cfg.vit_img_size)
     if proc.img_size != cfg.vit_img_size:
-        raise ValueError(f"{p / 'preprocessor_config.json'} resizes images to {proc.img_size} pixels but the model's ViT "
-                         f"takes {cfg.vit_img_size}; it belongs to another model")
+        raise CheckpointFormatError(f"{d / 'preprocessor_config.json'} resizes images to {proc.img_size} "
+                                    f"pixels but the model's ViT takes {cfg.vit_img_size}; it belongs to "
+                                    "another model")
     return proc
 
 def load_for_inference(checkpoint:str, # local checkpoint directory (e.g. runs/tiny) or Hub repo id
@@ -64,12 +49,15 @@ def load_for_inference(checkpoint:str, # local checkpoint directory (e.g. runs/t
                        revision:str|None=None, # Hub branch, tag or commit
                        precision:str='fp32', # or 'bf16' weights (half the bytes to read), 'auto': bf16 where native
                       ) -> tuple:
-    "`(model, tokenizer, image_processor)` of a checkpoint: the model in eval mode, the other two as it was trained with."
+    "`(model, tokenizer, image_processor)` of a checkpoint: the model in eval mode, the rest as in training."
+    d = find_checkpoint(checkpoint, 'checkpoint', _INFERENCE_FILES, revision=revision)
+    absent = [f for f in _INFERENCE_FILES[2:] if not (d / f).is_file()]
+    if absent and is_hub_id(checkpoint) and hub_offline():  # the repo may have them: we cannot tell
+        warnings.warn(f"{checkpoint}: {absent} not in the local cache, and offline; going on without them")
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    model = VisionLanguageModel.from_pretrained(str(checkpoint), revision=revision, device=device).eval()
+    model = VisionLanguageModel.from_pretrained(d, device=device).eval()
     if resolve_precision(device, precision) == 'bf16': model.to(torch.bfloat16)  # decoding reads half the bytes
-    return (model, _checkpoint_tokenizer(str(checkpoint), model.cfg, revision),
-            _checkpoint_image_processor(str(checkpoint), model.cfg, revision))
+    return model, _checkpoint_tokenizer(d, model.cfg), _checkpoint_image_processor(d, model.cfg)
 
 # %% ../nbs/08_end_to_end.ipynb #137e3af7
 def read_image(path, # an image file
@@ -134,15 +122,6 @@ def _check_args(ap, a):
     if a.top_p is not None and not 0 < a.top_p <= 1: ap.error(f"--top-p must be in (0, 1], got {a.top_p}")
     if (bad := _device_problem(a.device)): ap.error(bad)   # the same check as nanovlm-train's
 
-def _check_checkpoint(name:str):
-    "Raise `FileNotFoundError` if `name` is meant as a local directory (not a 'user/name' Hub id) and is not one."
-    p = Path(name).expanduser()
-    if p.is_dir(): return
-    hub_id = not p.exists() and not name.startswith(('.', '/', '~')) and name.count('/') == 1 and not p.parent.is_dir()
-    if not hub_id:
-        raise FileNotFoundError(f"no checkpoint directory {name} ({'a file, not a directory' if p.exists() else 'not found'}); "
-                                "pass the --output-dir of a nanovlm-train run, or a Hub repo id user/name")
-
 def generate_cli(argv:list|None=None # the options (default: sys.argv[1:])
                 ) -> int:
     "`nanovlm-generate`: answer a question about an image with a checkpoint; prints one answer per line."
@@ -152,7 +131,6 @@ def generate_cli(argv:list|None=None # the options (default: sys.argv[1:])
     torch.set_num_threads(default_threads())
     try:
         image = read_image(a.image)
-        _check_checkpoint(a.checkpoint)
         model, tok, proc = load_for_inference(a.checkpoint, a.device, a.revision, a.precision)
         answers = ask(model, tok, proc, image, a.prompt, n=a.generations, max_new_tokens=a.max_new_tokens,
                       greedy=a.greedy, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, seed=a.seed)

@@ -4,14 +4,13 @@
 
 # %% ../nbs/04_language_model.ipynb #ad6011c6
 from __future__ import annotations
-import json, re
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .config import VLMConfig, _check_safetensors
+from .config import VLMConfig
+from .checkpoints import CheckpointFormatError, check_state, find_checkpoint, read_config, read_safetensors
 from .vision_transformer import attention
 
 # %% auto #0
@@ -293,11 +292,12 @@ def _rope_theta(hf:dict, source:str) -> int:
         d = hf.get(key) or {}
         kind = d.get('rope_type', d.get('type', 'default'))
         if kind != 'default':
-            raise ValueError(f"{source}: {key} has rope_type={kind!r}; only plain RoPE ('default') is implemented, "
-                             "so this checkpoint would load with wrong position angles")
+            raise CheckpointFormatError(f"{source}: {key} has rope_type={kind!r}; only plain RoPE "
+                                        "('default') is implemented: it would load with wrong angles")
     theta = hf.get('rope_theta') or (hf.get('rope_parameters') or {}).get('rope_theta') \
             or (hf.get('rope_scaling') or {}).get('rope_theta') or 10000.0  # Llama's default
-    if float(theta) != int(theta): raise ValueError(f"{source}: rope_theta={theta} is not a whole number (lm_re_base is an int)")
+    if float(theta) != int(theta):
+        raise CheckpointFormatError(f"{source}: rope_theta={theta} is not a whole number (lm_re_base is one)")
     return int(theta)
 
 def llama_config_fields(hf:dict, # a Llama-family config.json, parsed
@@ -305,16 +305,19 @@ def llama_config_fields(hf:dict, # a Llama-family config.json, parsed
                        ) -> tuple[dict, int]:
     "The `VLMConfig` fields a Llama config.json fixes, and the checkpoint's vocabulary size."
     if hf.get('model_type', 'llama') != 'llama':
-        raise ValueError(f"{source}: model_type={hf['model_type']!r}, but only Llama-family checkpoints ('llama') are supported")
+        raise CheckpointFormatError(f"{source}: model_type={hf['model_type']!r}, but only Llama-family "
+                                    "checkpoints ('llama') are supported")
     missing = [k for k in (*_HF_FIELDS, 'vocab_size') if k not in hf]
-    if missing: raise ValueError(f"{source}: config.json lacks {missing}")
-    if hf.get('hidden_act', 'silu') != 'silu': raise ValueError(f"{source}: hidden_act={hf['hidden_act']!r}; the MLP uses silu")
+    if missing: raise CheckpointFormatError(f"{source}: config.json lacks {missing}")
+    if hf.get('hidden_act', 'silu') != 'silu':
+        raise CheckpointFormatError(f"{source}: hidden_act={hf['hidden_act']!r}; the MLP uses silu")
     for b in ('attention_bias', 'mlp_bias'):
-        if hf.get(b): raise ValueError(f"{source}: {b}=true, but our projections are bias-free")
+        if hf.get(b): raise CheckpointFormatError(f"{source}: {b}=true, but our projections are bias-free")
     hd = hf.get('head_dim')
     if hd is not None and hd * hf['num_attention_heads'] != hf['hidden_size']:
-        raise ValueError(f"{source}: head_dim={hd} != hidden_size/num_attention_heads = "
-                         f"{hf['hidden_size']}/{hf['num_attention_heads']}; we derive the head dim from those")
+        raise CheckpointFormatError(f"{source}: head_dim={hd} != hidden_size/num_attention_heads = "
+                                    f"{hf['hidden_size']}/{hf['num_attention_heads']}; "
+                                    "we derive the head dim from those")
     out = {ours: hf[k] for k, ours in _HF_FIELDS.items()}
     out['lm_rms_eps'] = float(out['lm_rms_eps'])
     out['lm_n_kv_heads'] = hf.get('num_key_value_heads') or hf['num_attention_heads']
@@ -326,50 +329,6 @@ def llama_config_fields(hf:dict, # a Llama-family config.json, parsed
     if eos is not None: out['lm_eos_token_id'] = eos
     return out, hf['vocab_size']
 
-# %% ../nbs/04_language_model.ipynb #f5353b6e
-_REPO_ID = re.compile(r'[A-Za-z0-9_][\w.-]*(/[A-Za-z0-9_][\w.-]*)?')
-
-def _checkpoint_dir(src:str) -> Path:
-    "The local directory of checkpoint `src` (a directory, or a Hub repo id that is downloaded or found in the cache)."
-    if not src: raise ValueError("lm_model_type is empty: set it to a Hub repo id such as 'HuggingFaceTB/SmolLM2-135M' "
-                                 "or to a local directory holding config.json and *.safetensors")
-    p = Path(src).expanduser()
-    if p.is_dir(): return p
-    if p.exists(): raise ValueError(f"lm_model_type={src!r} is a file; give the directory that holds config.json and the weights")
-    if not _REPO_ID.fullmatch(src):
-        raise FileNotFoundError(f"lm_model_type={src!r}: no such local directory (and it is not a Hub repo id like "
-                                "'HuggingFaceTB/SmolLM2-135M'); check the path")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
-    try:
-        return Path(snapshot_download(src, allow_patterns=['config.json', 'model*.safetensors', 'model.safetensors.index.json']))
-    except GatedRepoError as e:
-        raise ValueError(f"the Hub repo {src!r} is gated: accept its terms on huggingface.co and log in (`hf auth login`)") from e
-    except RepositoryNotFoundError as e:
-        raise ValueError(f"lm_model_type={src!r}: not a local directory, and no Hub repo of that name "
-                         "(or it is private: log in with `hf auth login`)") from e
-    except (LocalEntryNotFoundError, HfHubHTTPError) as e:
-        raise ConnectionError(f"lm_model_type={src!r} is not a local directory, so it was taken as a Hub repo id, but the Hub "
-                              "cannot be reached (offline: HF_HUB_OFFLINE=1 or no network) and the repo is not in the local "
-                              f"cache. Download it where there is network (`hf download {src}`) or set lm_model_type to a "
-                              "local copy.") from e
-
-def _read_safetensors(d:Path) -> dict:
-    "Every tensor of the checkpoint in directory `d`: one `model.safetensors`, or the shards its index lists."
-    from safetensors.torch import load_file
-    index = d / 'model.safetensors.index.json'
-    if index.is_file(): files = sorted(set(json.loads(index.read_text())['weight_map'].values()))
-    elif (d / 'model.safetensors').is_file(): files = ['model.safetensors']
-    else:
-        other = sorted(p.name for p in d.iterdir() if p.suffix in ('.bin', '.pt', '.pth', '.safetensors'))
-        raise FileNotFoundError(f"{d}: no model.safetensors or model.safetensors.index.json (found {other or 'no weights'}); "
-                                "only safetensors are loaded, never pickles: convert the weights to safetensors")
-    for f in files:
-        if not (d / f).is_file(): raise FileNotFoundError(f"{d}: shard {f} listed in model.safetensors.index.json is missing")
-    sd = {}
-    for f in files: sd.update(load_file(_check_safetensors(d / f)))  # a truncated shard raises naming it
-    return sd
-
 # %% ../nbs/04_language_model.ipynb #16859f83
 def _check_state(sd:dict, ref:nn.Module, ckpt_vocab:int, source:str) -> dict:
     "The key map for `sd`, after checking keys and shapes against `ref` (a model of the target config)."
@@ -379,21 +338,16 @@ def _check_state(sd:dict, ref:nn.Module, ckpt_vocab:int, source:str) -> dict:
     if cfg.lm_tie_weights and 'lm_head.weight' in sd:
         emb = sd.get('model.embed_tokens.weight')
         if emb is None or sd['lm_head.weight'].shape != emb.shape or not torch.equal(sd['lm_head.weight'], emb):
-            raise ValueError(f"{source}: config.json ties the head to the embedding (tie_word_embeddings=true) but the "
-                             "checkpoint has a different lm_head.weight")
+            raise CheckpointFormatError(f"{source}: config.json ties the head to the embedding "
+                                        "(tie_word_embeddings=true) but the checkpoint has a different "
+                                        "lm_head.weight")
         ignored.add('lm_head.weight')
-    missing, unexpected = sorted(set(kmap) - set(sd)), sorted(set(sd) - set(kmap) - ignored)
-    if missing or unexpected:
-        raise ValueError(f"{source}: weights do not match the architecture in config.json: missing {missing[:8]}"
-                         f"{' ...' if len(missing) > 8 else ''} ({len(missing)}), unexpected {unexpected[:8]}"
-                         f"{' ...' if len(unexpected) > 8 else ''} ({len(unexpected)})")
     params = dict(ref.named_parameters())
-    bad = []
+    expected = {hk: tuple(params[ok].shape) for hk, ok in kmap.items()}
     for hk, ok in kmap.items():
-        want = tuple(params[ok].shape)
-        if ok in ('token_embedding.weight', 'head.weight'): want = (ckpt_vocab, want[1])  # the checkpoint's vocabulary
-        if tuple(sd[hk].shape) != want: bad.append(f"{hk}: {tuple(sd[hk].shape)}, expected {want}")
-    if bad: raise ValueError(f"{source}: shape mismatch: " + '; '.join(bad))
+        if ok in ('token_embedding.weight', 'head.weight'): expected[hk] = (ckpt_vocab, expected[hk][1])
+    found = {k: v for k, v in sd.items() if k not in ignored}
+    check_state(found, expected, source, fix='do the weights belong to the architecture in config.json?')
     return kmap
 
 @torch.no_grad()
@@ -407,17 +361,21 @@ def _copy_state(model:nn.Module, sd:dict, kmap:dict):
 
 # %% ../nbs/04_language_model.ipynb #9c703297
 def _from_pretrained(cls, cfg:VLMConfig) -> LanguageModel:
-    "A `LanguageModel` with the weights of the Llama-family checkpoint `cfg.lm_model_type`; `cfg`'s LM fields are set from it."
+    "A `LanguageModel` with the weights of the Llama checkpoint `cfg.lm_model_type`; sets `cfg`'s LM fields."
     src = cfg.lm_model_type
-    d = _checkpoint_dir(src)
-    if not (d / 'config.json').is_file(): raise FileNotFoundError(f"{d}: no config.json (a Llama-family checkpoint directory needs one)")
-    fields_, vocab = llama_config_fields(json.loads((d / 'config.json').read_text()), source=src)
+    if not src:
+        raise ValueError("lm_model_type is empty: set it to a Hub repo id such as "
+                         "'HuggingFaceTB/SmolLM2-135M' or to a local directory holding config.json and "
+                         "*.safetensors")
+    d = find_checkpoint(src, 'lm_model_type')
+    hf_config = read_config(d, 'a Llama-family checkpoint directory needs one')
+    fields_, vocab = llama_config_fields(hf_config, source=src)
     if cfg.lm_vocab_size < vocab:
         raise ValueError(f"cfg.lm_vocab_size={cfg.lm_vocab_size} is smaller than the vocabulary of {src} ({vocab}); "
                          f"set lm_vocab_size >= {vocab} (larger leaves room for added tokens)")
     try: new = replace(cfg, **fields_)  # validates
     except ValueError as e: raise ValueError(f"{src}: its architecture does not fit this config: {e}") from None
-    sd = _read_safetensors(d)
+    sd = read_safetensors(d)
     with torch.device('meta'): ref = cls(new)
     kmap = _check_state(sd, ref, vocab, src)
     for k, v in fields_.items(): setattr(cfg, k, v)

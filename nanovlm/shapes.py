@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import FancyBboxPatch
 
 # %% auto #0
-__all__ = ['Stage', 'trace_shapes', 'collapse_repeats', 'fmt_params', 'fmt_shapes', 'wrap_name', 'draw_stages', 'shape_diagram',
-           'format_stages']
+__all__ = ['Stage', 'n_params', 'trace_shapes', 'collapse_repeats', 'fmt_params', 'fmt_shapes', 'wrap_name', 'draw_stages',
+           'shape_diagram', 'format_stages']
 
 # %% ../nbs/00_shapes.ipynb #d5dcbab9
 @dataclass
@@ -47,7 +47,9 @@ def _select(module:nn.Module, depth:int, prefix:str='') -> dict:
         else: out.update(_select(child, depth - 1, full + '.'))
     return out
 
-def _n_params(m:nn.Module) -> int: return sum(p.numel() for p in m.parameters())
+def n_params(m:nn.Module) -> int:
+    "Number of parameters of `m` (a tied weight counts once: `parameters()` yields it once)."
+    return sum(p.numel() for p in m.parameters())
 
 # %% ../nbs/00_shapes.ipynb #df6a894e
 def trace_shapes(model:nn.Module, # the model to run
@@ -68,7 +70,8 @@ def trace_shapes(model:nn.Module, # the model to run
     records, handles = [], []
     def make_hook(name):
         def hook(mod, args, kwargs, out):
-            records.append(Stage(name, type(mod).__name__, _n_params(mod), _shapes((args, kwargs)), _shapes(out)))
+            rec = Stage(name, type(mod).__name__, n_params(mod), _shapes((args, kwargs)), _shapes(out))
+            records.append(rec)
         return hook
     try:
         for name, mod in stages.items(): handles.append(mod.register_forward_hook(make_hook(name), with_kwargs=True))

@@ -10,8 +10,11 @@ from pathlib import Path
 import torch
 from torch import nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_model
-from .config import VLMConfig, _check_safetensors, _temp_path, _new_file_mode
+from safetensors.torch import save_model
+from .shapes import n_params
+from .config import VLMConfig, _temp_path, _new_file_mode
+from .checkpoints import (CheckpointFormatError, check_safetensors, check_state, checkpoint_file,
+                                 find_checkpoint, read_safetensors)
 from .vision_transformer import ViT
 from .modality_projector import ModalityProjector
 from .language_model import LanguageModel, apply_rotary_pos_embd, _one_row_kernels
@@ -187,26 +190,21 @@ def _tied_names(model) -> set:
     return {'decoder.head.weight', 'decoder.token_embedding.weight'} if model.cfg.lm_tie_weights else set()
 
 def load_state_strict(model:nn.Module, # model to fill
-                      state:dict, # name -> tensor, e.g. from `safetensors.torch.load_file`
+                      state:dict, # name -> tensor, e.g. from `read_safetensors`
                       source:str='checkpoint', # named in errors
                      ):
-    "Copy `state` into `model`; missing, unexpected or mis-shaped tensors raise `ValueError` naming them."
-    expected = model.state_dict()
+    "Copy `state` into `model`; missing, unexpected or mis-shaped tensors raise `CheckpointFormatError`."
     tied = _tied_names(model) if hasattr(model, 'cfg') else set()
     present = sorted(tied & state.keys())
     if len(present) == 2 and not torch.equal(state[present[0]], state[present[1]]):
-        raise ValueError(f"{source} holds both {present[0]} and {present[1]} with different values, but the model "
-                         "ties them (lm_tie_weights=True), so one would be silently dropped; save the weights again "
-                         "from the model they belong to, or set lm_tie_weights to false in its config.json")
+        raise CheckpointFormatError(f"{source} holds both {present[0]} and {present[1]} with different "
+                                    "values, but the model ties them (lm_tie_weights=True), so one would be "
+                                    "silently dropped; save the weights again from the model they belong to, "
+                                    "or set lm_tie_weights to false in its config.json")
     if present:                                            # either name of the tied pair stands for both
         t = state[present[0]]
         state = {**state, **{n: t for n in tied}}
-    missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
-    bad = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-                 for k in expected.keys() & state.keys() if state[k].shape != expected[k].shape)
-    if missing or unexpected or bad:
-        raise ValueError(f"{source} does not match the model: missing {missing}, unexpected {unexpected}, "
-                         f"shape mismatches {bad}; was it saved from a model with a different config?")
+    check_state(state, model.state_dict(), source)
     model.load_state_dict(state, strict=True)
     return model
 
@@ -231,40 +229,21 @@ def _save_pretrained(self:VisionLanguageModel, save_directory, # created if miss
 VisionLanguageModel.save_pretrained = _save_pretrained
 
 # %% ../nbs/05_vision_language_model.ipynb #a41d97d8
-def _checkpoint_files(repo_id_or_path:str, revision:str|None=None) -> tuple[Path, Path]:
-    "Paths of `config.json` and `model.safetensors` in a local directory or a (downloaded) Hub repo."
-    p = Path(repo_id_or_path)
-    if p.is_dir():
-        files = p / 'config.json', p / 'model.safetensors'
-        for f in files:
-            if not f.is_file(): raise FileNotFoundError(f"{f} not found: a checkpoint directory holds config.json "
-                                                        "and model.safetensors (written by save_pretrained)")
-        return files
-    if p.exists() or str(repo_id_or_path).startswith(('.', '/', '~')) or str(repo_id_or_path).count('/') != 1:
-        raise FileNotFoundError(f"no checkpoint directory at {repo_id_or_path!r} (and it is not a Hub repo id "
-                                "of the form 'user/name')")
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
-    try: return tuple(Path(hf_hub_download(repo_id_or_path, f, revision=revision)) for f in ('config.json', 'model.safetensors'))
-    except LocalEntryNotFoundError as e:
-        raise FileNotFoundError(f"cannot download {repo_id_or_path!r} from the Hugging Face Hub (offline, and not in the "
-                                f"local cache): connect to the internet, or pass a local checkpoint directory") from e
-    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
-        raise FileNotFoundError(f"{repo_id_or_path!r} (revision {revision}) is not a model repo on the Hugging Face Hub "
-                                f"with config.json and model.safetensors: check the id, or log in for a private repo") from e
+_FIX = "a checkpoint directory holds config.json and model.safetensors (written by save_pretrained)"
 
 _NAME_FIELDS = {'vit_model_type', 'lm_model_type', 'lm_tokenizer', 'vlm_load_backbone_weights', 'vlm_checkpoint_path'}
 
 def _check_pair(cfg:VLMConfig, cfg_path, w_path):
-    "Raise `ValueError` if `w_path` carries a config (ours do) that differs from `cfg` where the weights depend on it."
+    "Raise `CheckpointFormatError` if `w_path` carries a config (ours do) that differs from `cfg`."
     from safetensors import safe_open
-    with safe_open(_check_safetensors(w_path), framework='pt') as f:
+    with safe_open(check_safetensors(w_path), framework='pt') as f:
         saved = (f.metadata() or {}).get('nanovlm_config')
     if saved is None: return                                  # nanoVLM's files carry no config
     diff = sorted(k for k, v in json.loads(saved).items() if k not in _NAME_FIELDS and getattr(cfg, k, v) != v)
-    if diff: raise ValueError(f"{cfg_path} does not belong to {w_path}: they differ in {diff} (a save interrupted "
-                              "between the two files?); save the model again with save_pretrained")
+    if diff:
+        raise CheckpointFormatError(f"{cfg_path} does not belong to {w_path}: they differ in {diff} (a "
+                                    "save interrupted between the two files?); save the model again with "
+                                    "save_pretrained")
 
 @classmethod
 def _from_pretrained(cls, repo_id_or_path:str, # local directory or Hub repo id, e.g. 'lusxvr/nanoVLM-222M'
@@ -272,11 +251,12 @@ def _from_pretrained(cls, repo_id_or_path:str, # local directory or Hub repo id,
                      device=None, # where to put the model
                     ) -> VisionLanguageModel:
     "Load a checkpoint written by `save_pretrained` (ours or nanoVLM's), strictly."
-    cfg_path, w_path = _checkpoint_files(str(repo_id_or_path), revision)
+    d = find_checkpoint(repo_id_or_path, 'checkpoint', ('config.json', 'model.safetensors'), revision)
+    cfg_path, w_path = checkpoint_file(d, 'config.json', _FIX), checkpoint_file(d, 'model.safetensors', _FIX)
     cfg = VLMConfig.from_json(cfg_path)
     _check_pair(cfg, cfg_path, w_path)
     model = cls(cfg, load_backbone=False)
-    load_state_strict(model, load_file(_check_safetensors(w_path)), source=str(w_path))
+    load_state_strict(model, read_safetensors(w_path), source=str(w_path))
     return model.to(device) if device is not None else model
 
 VisionLanguageModel.from_pretrained = _from_pretrained
@@ -310,9 +290,9 @@ def _push_to_hub(self:VisionLanguageModel, repo_id:str, # 'user/name'
     with tempfile.TemporaryDirectory() as d:
         self.save_pretrained(d)
         for obj in save_with: obj.save(d)
-        n = sum(p.numel() for p in self.parameters())
         ModelCard(_CARD.format(repo_id=repo_id, vit=self.cfg.vit_model_type or 'from scratch',
-                               lm=self.cfg.lm_model_type or 'from scratch', params=f'{n/1e6:.1f}M',
+                               lm=self.cfg.lm_model_type or 'from scratch',
+                               params=f'{n_params(self)/1e6:.1f}M',
                                n_img=self.cfg.n_image_tokens)).save(Path(d) / 'README.md')
         return api.upload_folder(repo_id=repo_id, folder_path=d, repo_type='model', commit_message=commit_message)
 

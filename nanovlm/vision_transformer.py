@@ -4,18 +4,18 @@
 
 # %% ../nbs/02_vision_transformer.ipynb #532ce58e
 from __future__ import annotations
-import json, math, re
+import math
 from dataclasses import replace
-from pathlib import Path
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .config import VLMConfig, _check_safetensors
+from .config import VLMConfig
+from .checkpoints import CheckpointFormatError, check_state, find_checkpoint, read_config, read_safetensors
 
 # %% auto #0
 __all__ = ['SIGLIP_VISION_DEFAULTS', 'SIGLIP_TO_VIT_FIELDS', 'SIGLIP_OTHER_TOWER', 'SIGLIP_IGNORED', 'ViTPatchEmbeddings',
            'attention', 'ViTMultiHeadAttention', 'ViTMLP', 'ViTBlock', 'ViT', 'siglip_vision_config', 'vit_fields',
-           'siglip_key_map', 'siglip_vision_keys', 'convert_siglip', 'siglip_checkpoint_dir']
+           'siglip_key_map', 'siglip_vision_keys', 'convert_siglip']
 
 # %% ../nbs/02_vision_transformer.ipynb #ca92a155
 # https://github.com/huggingface/transformers/blob/main/src/transformers/models/siglip/modeling_siglip.py (SiglipVisionEmbeddings)
@@ -173,9 +173,11 @@ def siglip_vision_config(hf_config:dict, # a SigLIP config.json: full (with `vis
     "The vision tower's settings in a SigLIP config, SigLIP's defaults filled in; unsupported ones raise."
     vc = {**SIGLIP_VISION_DEFAULTS, **hf_config.get('vision_config', hf_config)}
     if vc['hidden_act'] not in _GELU_FORMS:
-        raise ValueError(f"{source}: hidden_act={vc['hidden_act']!r} is not supported; the ViT's MLP computes the tanh "
-                         f"GELU ({sorted(_GELU_FORMS)}): use a SigLIP checkpoint with one of these activations")
-    if vc['num_channels'] != 3: raise ValueError(f"{source}: num_channels={vc['num_channels']}, but the ViT reads RGB images (3 channels)")
+        raise CheckpointFormatError(f"{source}: hidden_act={vc['hidden_act']!r} is not supported; the ViT's "
+                                    f"MLP computes the tanh GELU ({sorted(_GELU_FORMS)}): use a SigLIP "
+                                    "checkpoint with one of these activations")
+    if vc['num_channels'] != 3:
+        raise CheckpointFormatError(f"{source}: num_channels={vc['num_channels']}, but the ViT reads RGB")
     return vc
 
 def vit_fields(vc:dict) -> dict:
@@ -213,7 +215,7 @@ def siglip_vision_keys(keys:list, # every key in the checkpoint
     pre = 'vision_model.'
     if not any(k.startswith(pre) for k in keys): return {k: k for k in keys}  # vision-only, transformers >= 5
     stray = sorted(k for k in keys if not k.startswith(pre) and not _is_other_tower(k))
-    if stray: raise ValueError(f"{source}: unexpected key(s) outside the vision tower: {stray}")
+    if stray: raise CheckpointFormatError(f"{source}: unexpected key(s) outside the vision tower: {stray}")
     return {k[len(pre):]: k for k in keys if k.startswith(pre)}
 
 # %% ../nbs/02_vision_transformer.ipynb #f3785e31
@@ -224,72 +226,36 @@ def _source_shape(name:str, shape:torch.Size, n:int) -> tuple:
 
 def convert_siglip(vision:dict, # SigLIP vision-tower tensors, keys relative to the tower
                    model:ViT, # the model the weights are for (gives the expected names and shapes)
+                   source:str='the SigLIP checkpoint', # named in errors
                   ) -> dict:
-    "A state dict for `model` from SigLIP's vision tensors; missing, unexpected or misshapen keys raise `ValueError`."
-    expected, kmap = model.state_dict(), siglip_key_map(len(model.blocks))
+    "A state dict for `model` from SigLIP's vision tensors; missing, unexpected or mis-shaped ones raise."
     if model.cls_flag: raise ValueError("SigLIP has no CLS token: set vit_cls_flag=False to load it")
-    needed = {k for srcs in kmap.values() for k in srcs}
-    missing = sorted(needed - set(vision))
-    unexpected = sorted(k for k in vision if k not in needed and not k.startswith(SIGLIP_IGNORED))
-    if missing: raise ValueError(f"the SigLIP checkpoint lacks key(s) {missing}")
-    if unexpected: raise ValueError(f"unexpected key(s) in the SigLIP vision tower: {unexpected}; ignored are only {list(SIGLIP_IGNORED)}")
-    bad = [f"{k}: {tuple(vision[k].shape)}, expected {_source_shape(ours, expected[ours].shape, len(srcs))} for {ours}"
-           for ours, srcs in kmap.items() for k in srcs if tuple(vision[k].shape) != _source_shape(ours, expected[ours].shape, len(srcs))]
-    if bad: raise ValueError("shape mismatch between the SigLIP checkpoint and the ViT built from the config:\n  " + '\n  '.join(bad))
-    sd = {ours: torch.cat([vision[k] for k in srcs]) for ours, srcs in kmap.items()}
+    ours, kmap = model.state_dict(), siglip_key_map(len(model.blocks))
+    expected = {k: _source_shape(o, ours[o].shape, len(srcs)) for o, srcs in kmap.items() for k in srcs}
+    found = {k: v for k, v in vision.items() if not k.startswith(SIGLIP_IGNORED)}
+    check_state(found, expected, source, fix='is it a SigLIP vision tower as its config.json describes?')
+    sd = {o: torch.cat([vision[k] for k in srcs]) for o, srcs in kmap.items()}
     sd['patch_embedding.position_embedding'] = sd['patch_embedding.position_embedding'][None]  # (1, P, C)
     return sd
-
-# %% ../nbs/02_vision_transformer.ipynb #8613eb14
-_REPO_ID = re.compile(r'^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$')
-
-def _fetch_from_hub(repo_id:str) -> Path:
-    "Download (or find in the local Hub cache) a repo's config.json and safetensors; errors say which and how to fix."
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.utils import (LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
-                                       HfHubHTTPError, HFValidationError)
-    fix = ("check the repo id, connect to the internet (and unset HF_HUB_OFFLINE), or set vit_model_type to a "
-           "local directory holding a SigLIP config.json and model.safetensors")
-    try: return Path(snapshot_download(repo_id, allow_patterns=['config.json', '*.safetensors']))
-    except (RepositoryNotFoundError, RevisionNotFoundError) as e: why = f"the Hub has no such repo (or it is private or gated) [{type(e).__name__}]"
-    except HFValidationError as e: why = f"it is not a valid repo id ({e})"
-    except LocalEntryNotFoundError as e: why = f"the Hub is unreachable or offline mode is on, and no copy is cached [{type(e).__name__}]"
-    except (HfHubHTTPError, OSError) as e: why = f"{type(e).__name__}: {e}"
-    raise FileNotFoundError(f"vit_model_type={repo_id!r} is not a local directory, and fetching it from the Hugging Face "
-                            f"Hub failed: {why}. To fix: {fix}") from None
-
-def siglip_checkpoint_dir(name:str, # `cfg.vit_model_type`: a local directory or a Hugging Face Hub repo id
-                         ) -> Path:
-    "The local directory holding the SigLIP checkpoint `name`, downloaded from the Hub if needed."
-    if not name: raise ValueError("vit_model_type is empty: there is no pretrained vision tower to load (the tiny preset "
-                                  "has none); set it to a SigLIP directory or repo id, or set vlm_load_backbone_weights=False")
-    path = Path(name).expanduser()
-    if path.is_dir(): d = path
-    elif path.exists() or not _REPO_ID.match(name):
-        raise FileNotFoundError(f"vit_model_type={name!r}: no such local directory; pass a directory holding a SigLIP "
-                                "config.json and model.safetensors, or a Hub repo id such as 'google/siglip-base-patch16-224'")
-    else: d = _fetch_from_hub(name)
-    for f in ('config.json', 'model.safetensors'):
-        if not (d/f).is_file(): raise FileNotFoundError(f"{d/f} not found: a SigLIP checkpoint directory needs config.json "
-                                                        "and model.safetensors (a single safetensors file, as the Hub layout has)")
-    return d
 
 # %% ../nbs/02_vision_transformer.ipynb #7561b1fc
 def _from_pretrained(cls, cfg:VLMConfig, # config to build with; its `vit_*` architecture fields are updated in place
                     ) -> ViT:
-    "Build a ViT from the SigLIP checkpoint named by `cfg.vit_model_type` (local dir or Hub repo id); updates `cfg`."
-    from safetensors import safe_open
-    d = siglip_checkpoint_dir(cfg.vit_model_type)
-    try: hf_config = json.loads((d/'config.json').read_text(encoding='utf-8'))
-    except json.JSONDecodeError as e: raise ValueError(f"{d/'config.json'} is not valid JSON: {e}") from None
-    vc = siglip_vision_config(hf_config, source=str(d/'config.json'))
-    fields = vit_fields(vc)
+    "Build a ViT from the SigLIP checkpoint `cfg.vit_model_type` (local dir or Hub repo id); updates `cfg`."
+    if not cfg.vit_model_type:
+        raise ValueError("vit_model_type is empty: there is no pretrained vision tower to load (the tiny "
+                         "preset has none); set it to a SigLIP directory or repo id, or set "
+                         "vlm_load_backbone_weights=False")
+    d = find_checkpoint(cfg.vit_model_type, 'vit_model_type')
+    fields = vit_fields(siglip_vision_config(read_config(d), source=str(d / 'config.json')))
     try: new_cfg = replace(cfg, **fields)  # validates
-    except ValueError as e: raise ValueError(f"{d}: the checkpoint's vision tower {fields} does not fit the config: {e}") from None
+    except ValueError as e:
+        raise ValueError(f"{d}: the checkpoint's vision tower {fields} does not fit the config: {e}"
+                         ) from None
     model = cls(new_cfg)
-    with safe_open(_check_safetensors(d/'model.safetensors'), framework='pt') as f:
-        vision = {k: f.get_tensor(full) for k, full in siglip_vision_keys(list(f.keys()), str(d/'model.safetensors')).items()}
-    model.load_state_dict(convert_siglip(vision, model))  # strict: every key, right shapes
+    in_file = read_safetensors(d, keep=lambda k: not _is_other_tower(k))  # the text tower is never read
+    vision = {k: in_file[full] for k, full in siglip_vision_keys(list(in_file), str(d)).items()}
+    model.load_state_dict(convert_siglip(vision, model, str(d)))  # checked: every key, right shapes
     for k, v in fields.items(): setattr(cfg, k, v)
     return model
 

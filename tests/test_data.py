@@ -1,4 +1,4 @@
-"Chapter 7 (nanovlm.data): bad-input battery, dataset/tokenizer/processor behaviour, ShapesVQA properties, parity with transformers."
+"Chapter 6 (nanovlm.data): bad-input battery, dataset/tokenizer/processor behaviour, ShapesVQA properties, parity with transformers."
 import hashlib, io, json, pickle, random, warnings
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -388,13 +388,13 @@ def test_loading_errors_are_distinct(tmp_path, monkeypatch):
     msgs = []
     for arg, exc in [('nobody-xyz/does-not-exist-42', FileNotFoundError), (tmp_path, FileNotFoundError),
                      (tmp_path / 'missing' / 'tokenizer.json', FileNotFoundError), ('./nope', FileNotFoundError),
-                     ('not a valid id!!', ValueError), ('', ValueError)]:
+                     ('not a valid id!!', FileNotFoundError), ('', ValueError)]:
         with pytest.raises(exc) as e: get_tokenizer(arg, cache_dir=tmp_path / 'cache')
         msgs.append(str(e.value))
     assert 'offline mode is on (HF_HUB_OFFLINE=1)' in msgs[0] and 'nobody-xyz/does-not-exist-42' in msgs[0]
-    assert 'has no tokenizer.json' in msgs[1]
-    assert 'no tokenizer file or directory at' in msgs[2] and 'no tokenizer file or directory at' in msgs[3]
-    assert 'neither an existing local path nor a valid Hub repo id' in msgs[4]
+    assert 'tokenizer.json not found' in msgs[1]
+    assert 'tokenizer.json\': no such local file or directory' in msgs[2] and "'./nope': no such local directory" in msgs[3]
+    assert "'not a valid id!!': no such local directory" in msgs[4]
     assert 'shapes_tokenizer()' in msgs[5]
     bad = tmp_path / 'bad'; bad.mkdir(); (bad / 'tokenizer.json').write_text('{"not": "a tokenizer"}')
     with pytest.raises(ValueError, match='is not a valid tokenizer.json'): get_tokenizer(bad)

@@ -7,7 +7,7 @@ from PIL import Image
 from nanovlm.config import get_preset
 from nanovlm.data import shapes_tokenizer, ShapesVQA, QTYPES
 from nanovlm.generate import load_for_inference, ask
-from nanovlm.training import image_processor_for, save_image_processor
+from nanovlm.data import image_processor_for, save_image_processor
 from nanovlm.vision_language_model import VisionLanguageModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,7 +146,7 @@ def test_missing_checkpoint_in_process(tmp_path, capsys):
     from nanovlm.generate import generate_cli
     img = tmp_path / 'img.png'; ShapesVQA('test')[0]['images'][0].save(img)
     assert generate_cli(['--checkpoint', str(tmp_path / 'none'), '--image', str(img), '--prompt', 'x']) == 1
-    assert 'no checkpoint directory' in capsys.readouterr().err
+    assert 'no such local directory' in capsys.readouterr().err
     (tmp_path / 'file').write_text('')
     assert generate_cli(['--checkpoint', str(tmp_path / 'file'), '--image', str(img), '--prompt', 'x']) == 1
     assert 'a file, not a directory' in capsys.readouterr().err

@@ -190,7 +190,7 @@ def test_unreachable_repo_id(tmp_path, monkeypatch):
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     monkeypatch.setattr(hfc, 'HF_HUB_OFFLINE', True)  # read once at import: patch the live value too
     monkeypatch.setattr(hfc, 'HF_HUB_CACHE', str(tmp_path / 'empty-cache'))
-    with pytest.raises(ConnectionError, match="'nobody/no-such-lm-xyz'.*cannot be reached.*not in the local cache"):
+    with pytest.raises(FileNotFoundError, match="'nobody/no-such-lm-xyz'.*offline mode is on.*no copy is in the local cache"):
         LanguageModel.from_pretrained(get_preset('tiny', lm_model_type='nobody/no-such-lm-xyz'))
 
 
@@ -225,7 +225,7 @@ def test_old_rotary_buffers_are_ignored(ckpt):
 
 def test_shape_mismatch(ckpt):
     edit_config(ckpt, intermediate_size=96)
-    with pytest.raises(ValueError, match=r'shape mismatch: model.layers.0.mlp.gate_proj.weight: \(128, 64\), expected \(96, 64\)'):
+    with pytest.raises(ValueError, match=r'mis-shaped .*model.layers.0.mlp.gate_proj.weight: file \(128, 64\) vs model \(96, 64\)'):
         load(ckpt)
 
 
@@ -273,7 +273,7 @@ def test_missing_config_and_shard(tmp_path, ckpt):
     sharded = tmp_path / 'sharded'
     shutil.copytree(ckpt, sharded)
     (ckpt / 'config.json').unlink()
-    with pytest.raises(FileNotFoundError, match='no config.json'):
+    with pytest.raises(FileNotFoundError, match='config.json not found'):
         LanguageModel.from_pretrained(get_preset('tiny', lm_model_type=str(ckpt)))
     sd = load_file(sharded / 'model.safetensors')
     (sharded / 'model.safetensors').unlink()

@@ -16,6 +16,7 @@ import nanovlm.training as T
 import nanovlm.vision_language_model as V
 from nanovlm.config import VLMConfig, TrainConfig, get_preset
 from nanovlm.data import (EOS_TOKEN, VQADataset, VQACollator, ShapesVQA, get_image_processor, get_tokenizer, read_jsonl,
+                          image_processor_for, load_image_processor,
                           shapes_tokenizer, train_tokenizer, upright)
 from nanovlm.generate import generate_cli, read_image, load_for_inference, ask
 from nanovlm.vision_language_model import VisionLanguageModel, load_state_strict
@@ -137,13 +138,13 @@ def test_nan_normalisation_is_refused(tmp_path):
     with pytest.raises(ValueError, match='normalize std must be positive'): get_image_processor(8, (float('nan'), 0.5))
     (tmp_path / 'preprocessor_config.json').write_text('{"size": 8, "do_normalize": true, "image_mean": [NaN, 0.5, 0.5], '
                                                        '"image_std": [0.5, 0.5, 0.5]}')
-    with pytest.raises(ValueError, match='normalize std must be positive'): T.load_image_processor(tmp_path)
+    with pytest.raises(ValueError, match='normalize std must be positive'): load_image_processor(tmp_path)
 
 
 def small(n=512):
     cfg = get_preset('tiny', vit_n_blocks=1, lm_n_blocks=1)
     tok = shapes_tokenizer(cfg.lm_vocab_size)
-    return cfg, tok, VQADataset(ShapesVQA('train', length=n), tok, T.image_processor_for(cfg)), VQACollator(tok, cfg.lm_max_length)
+    return cfg, tok, VQADataset(ShapesVQA('train', length=n), tok, image_processor_for(cfg)), VQACollator(tok, cfg.lm_max_length)
 
 
 def test_weights_are_checked_before_every_save(tmp_path):
@@ -596,7 +597,7 @@ def test_rows_skipped_while_training_are_counted(tmp_path):
     cfg, tok, ds, col = small(64)
     rows = [ds.rows[i] for i in range(64)]
     for i in range(0, 64, 4): rows[i] = {'images': [{'bytes': b'not an image'}], 'texts': rows[i]['texts']}
-    bad = VQADataset(rows, tok, T.image_processor_for(cfg), on_error='skip')
+    bad = VQADataset(rows, tok, image_processor_for(cfg), on_error='skip')
     T.seed_everything(0)
     tc = TrainConfig(batch_size=8, max_steps=4, log_interval=2, output_dir=str(tmp_path))
     history = T.train(VisionLanguageModel(cfg), tc, bad, col, progress=False)

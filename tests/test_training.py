@@ -6,7 +6,8 @@ import torch
 from safetensors.torch import load_file
 import nanovlm.training as T
 from nanovlm.config import TrainConfig, get_preset
-from nanovlm.data import ShapesVQA, VQADataset, VQACollator, shapes_tokenizer, QTYPES
+from nanovlm.data import (ShapesVQA, VQADataset, VQACollator, shapes_tokenizer, QTYPES, image_processor_for,
+                          load_image_processor)
 from nanovlm.vision_language_model import VisionLanguageModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +43,7 @@ def weights(d): return load_file(str(Path(d) / 'model.safetensors'))
 def small_setup(n=2048):
     cfg = get_preset('tiny', vit_n_blocks=1, lm_n_blocks=1)
     tok = shapes_tokenizer(cfg.lm_vocab_size)
-    ds = VQADataset(ShapesVQA('train', length=n), tok, T.image_processor_for(cfg))
+    ds = VQADataset(ShapesVQA('train', length=n), tok, image_processor_for(cfg))
     return cfg, tok, ds, VQACollator(tok, cfg.lm_max_length)
 
 
@@ -251,7 +252,7 @@ def test_cli_output_and_files(cli_run):
     assert {'config.json', 'model.safetensors', 'tokenizer.json', 'preprocessor_config.json', 'trainer_state.json',
             'trainer_state.safetensors', 'train_config.json', 'metrics.jsonl'} <= {p.name for p in d.iterdir()}
     VisionLanguageModel.from_pretrained(d)
-    assert T.load_image_processor(d).normalize is not None
+    assert load_image_processor(d).normalize is not None
 
 
 def _exit_code(argv, capsys, monkeypatch=None, env=None):

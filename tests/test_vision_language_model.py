@@ -91,7 +91,7 @@ def test_missing_files(model, tmp_path):
     model.save_pretrained(tmp_path)
     (tmp_path / 'model.safetensors').unlink()
     with pytest.raises(FileNotFoundError, match='model.safetensors not found'): VisionLanguageModel.from_pretrained(tmp_path)
-    with pytest.raises(FileNotFoundError, match='no checkpoint directory'): VisionLanguageModel.from_pretrained(tmp_path / 'nope')
+    with pytest.raises(FileNotFoundError, match='no such local directory'): VisionLanguageModel.from_pretrained(tmp_path / 'nope')
 
 
 def test_only_safetensors_are_read(model, tmp_path):
@@ -107,7 +107,7 @@ def test_offline_repo_id(monkeypatch, tmp_path):
     monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf'))
     import huggingface_hub.constants as c
     monkeypatch.setattr(c, 'HF_HUB_OFFLINE', True)
-    with pytest.raises(FileNotFoundError, match=r"cannot download 'nobody/no-such-model'.*offline"):
+    with pytest.raises(FileNotFoundError, match=r"'nobody/no-such-model' is not a local directory.*offline mode is on"):
         VisionLanguageModel.from_pretrained('nobody/no-such-model')
 
 
