@@ -279,7 +279,8 @@ class TrainConfig:
 def _one_of(names) -> str: return ', '.join(repr(n) for n in names[:-1]) + f' or {names[-1]!r}'
 
 # %% ../nbs/01_config.ipynb #b753e87c
-def info_cli(argv=None):
+def info_cli(argv=None, # command-line arguments (default: `sys.argv[1:]`)
+            ):
     "Print a preset's derived numbers and parameter count per part."
     ap = argparse.ArgumentParser(prog='nanovlm-info', description=info_cli.__doc__)
     ap.add_argument('--preset', default='tiny', help=f"one of {sorted(PRESETS)}")

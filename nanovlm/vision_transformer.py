@@ -189,12 +189,14 @@ def siglip_vision_config(hf_config:dict, # a SigLIP config.json: full (with `vis
         raise CheckpointFormatError(f"{source}: num_channels={vc['num_channels']}, but the ViT reads RGB")
     return vc
 
-def vit_fields(vc:dict) -> dict:
+def vit_fields(vc:dict, # a SigLIP vision config, from `siglip_vision_config`
+              ) -> dict:
     "The `VLMConfig` fields a SigLIP vision config sets."
     return {ours: vc[theirs] for theirs, ours in SIGLIP_TO_VIT_FIELDS.items()}
 
 # %% ../nbs/02_vision_transformer.ipynb #0d62942b
-def siglip_key_map(n_blocks:int) -> dict:
+def siglip_key_map(n_blocks:int, # blocks in the ViT
+                  ) -> dict:
     "Our ViT parameter name -> the SigLIP vision-tower key(s) it is made of (several: concatenated, dim 0)."
     m = {'patch_embedding.conv.weight': ['embeddings.patch_embedding.weight'],
          'patch_embedding.conv.bias': ['embeddings.patch_embedding.bias'],
