@@ -230,7 +230,7 @@ class LanguageModel(nn.Module):
         if isinstance(m, (nn.Linear, nn.Embedding)): nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
     def init_cache(self, batch_size:int, max_len:int, device=None, dtype=None) -> KVCache:
-        "An empty `KVCache`: `batch_size` rows of up to `max_len` tokens (default: the weights' device, dtype)."
+        "An empty `KVCache`: `batch_size` rows, `max_len` tokens (default: the weights' device and dtype)."
         w = self.token_embedding.weight
         return KVCache(len(self.blocks), batch_size, self.cfg.lm_n_kv_heads, max_len, self.cfg.lm_head_dim,
                        device=device or w.device, dtype=dtype or w.dtype)
