@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import FancyBboxPatch
 
 # %% auto #0
-__all__ = ['Stage', 'n_params', 'trace_shapes', 'collapse_repeats', 'fmt_params', 'fmt_shapes', 'wrap_name', 'draw_stages',
-           'shape_diagram', 'format_stages']
+__all__ = ['Stage', 'n_params', 'trace_shapes', 'collapse_repeats', 'fmt_params', 'fmt_shapes', 'wrap_name', 'stage_label',
+           'draw_stages', 'drawn_text', 'shape_diagram', 'trace_join', 'draw_join', 'join_diagram', 'format_stages']
 
 # %% ../nbs/00_shapes.ipynb #d5dcbab9
 @dataclass
@@ -52,6 +52,16 @@ def n_params(m:nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 # %% ../nbs/00_shapes.ipynb #df6a894e
+def _named_stages(model:nn.Module, depth:int, names:list|None) -> dict:
+    "The modules to record, by dotted name: `names` if given, else `depth` levels of children."
+    if depth < 1: raise ValueError(f"trace_shapes: depth must be >= 1, got {depth}")
+    if names is None: return _select(model, depth)
+    named = dict(model.named_modules())
+    missing = [n for n in names if n not in named]
+    if missing: raise ValueError(f"trace_shapes: {type(model).__name__} has no submodule {missing}; "
+                                 f"names look like {[n for n in named if n][:8]}")
+    return {n: named[n] for n in names}
+
 def trace_shapes(model:nn.Module, # the model to run
                  *args, # positional inputs for `model`
                  depth:int=1, # how many levels of submodules count as stages
@@ -59,22 +69,15 @@ def trace_shapes(model:nn.Module, # the model to run
                  **kwargs, # keyword inputs for `model`
                 ) -> list[Stage]:
     "Run `model(*args, **kwargs)` once without gradients; return its stages' shapes in call order."
-    if depth < 1: raise ValueError(f"trace_shapes: depth must be >= 1, got {depth}")
-    if names is None: stages = _select(model, depth)
-    else:
-        named = dict(model.named_modules())
-        missing = [n for n in names if n not in named]
-        if missing: raise ValueError(f"trace_shapes: {type(model).__name__} has no submodule {missing}; "
-                                     f"names look like {[n for n in named if n][:8]}")
-        stages = {n: named[n] for n in names}
     records, handles = [], []
     def make_hook(name):
         def hook(mod, args, kwargs, out):
-            rec = Stage(name, type(mod).__name__, n_params(mod), _shapes((args, kwargs)), _shapes(out))
-            records.append(rec)
+            shapes_in, shapes_out = _shapes((args, kwargs)), _shapes(out)
+            records.append(Stage(name, type(mod).__name__, n_params(mod), shapes_in, shapes_out))
         return hook
     try:
-        for name, mod in stages.items(): handles.append(mod.register_forward_hook(make_hook(name), with_kwargs=True))
+        for name, mod in _named_stages(model, depth, names).items():
+            handles.append(mod.register_forward_hook(make_hook(name), with_kwargs=True))
         with torch.no_grad(): out = model(*args, **kwargs)
     finally:
         for h in handles: h.remove()
@@ -110,13 +113,51 @@ def fmt_shapes(shapes:list) -> str:
 
 def wrap_name(name:str, width:int=16) -> str:
     "Break a long CamelCase or dotted name into lines of about `width` characters, at word boundaries."
-    words, lines = re.findall(r'[A-Z]?[a-z0-9_]*\.?|[A-Z]+(?![a-z])', name), ['']
+    words, lines = re.findall(r'[A-Z]?[^A-Z.]*\.?', name), ['']  # a word: up to the next capital or dot
     for w in filter(None, words):
         if lines[-1] and len(lines[-1]) + len(w) > width: lines.append('')
         lines[-1] += w
     return '\n'.join(lines)
 
 # %% ../nbs/00_shapes.ipynb #62c798ba
+_BOX_W, _GAP, _ROW = 1.5, 1.25, 1.6  # box width, room for an arrow between boxes, distance between rows
+
+def stage_label(s:Stage) -> str:
+    "The text of a stage's box: name and class, repeats, parameters; an input or an output shows its shapes."
+    if s.kind == 'input': return f"{s.name}\n{fmt_shapes(s.out_shapes)}"
+    if s.kind == 'output': return f"{s.name}\n{fmt_shapes(s.in_shapes)}"
+    label = f"{wrap_name(s.name)}\n{wrap_name(s.kind)}" + (f" ×{s.repeat}" if s.repeat > 1 else '')
+    return label + (f"\n{fmt_params(s.n_params)} params" if s.n_params else '')
+
+def _box(ax, x:float, y:float, s:Stage, h:float=1.0):
+    "Stage `s` as a rounded box with its lower left corner at (x, y): inputs and outputs blue, stages orange."
+    io = s.kind in ('input', 'output')
+    ax.add_patch(FancyBboxPatch((x, y), _BOX_W, h, boxstyle='round,pad=0.05',
+                                fc='#eef3fb' if io else '#fdf3e4', ec='#4a6fa5' if io else '#c98b2b'))
+    ax.text(x + _BOX_W / 2, y + h / 2, stage_label(s), ha='center', va='center', fontsize=7.5)
+
+def _arrow(ax, x0:float, x1:float, y:float, shapes:list):
+    "An arrow from x0 to x1 at height y, with the (first two) shapes it carries written above it."
+    ax.annotate('', xy=(x1 - 0.06, y), xytext=(x0 + 0.06, y), arrowprops=dict(arrowstyle='->', color='#555'))
+    ax.text((x0 + x1) / 2, y + 0.12, fmt_shapes(shapes[:2]), ha='center', va='bottom', fontsize=6.5,
+            color='#333')
+
+def _chain(ax, stages:list[Stage], x:float=0.0, y:float=0.0) -> float:
+    "Draw `stages` left to right from (x, y), joined by arrows; return the x where the last box ends."
+    for i, s in enumerate(stages):
+        # the arrow carries what this stage was actually given (in a plain chain, the previous output)
+        if i: _arrow(ax, x - _GAP, x, y + 0.5, s.in_shapes[:1] or stages[i - 1].out_shapes)
+        _box(ax, x, y, s)
+        x += _BOX_W + _GAP
+    return x - _GAP
+
+def _frame(ax, width:float, height:float, title:str|None):
+    "Fit the axes around a drawing of `width` x `height`, hide them, and set the title."
+    ax.set_xlim(-0.2, width + 0.2)
+    ax.set_ylim(-0.25, height + 0.6)
+    ax.axis('off')
+    if title: ax.set_title(title, fontsize=10)
+
 def draw_stages(stages:list[Stage], # records from `trace_shapes`
                 title:str|None=None, # figure title
                 collapse:bool=True, # fold identical repeated stages
@@ -124,26 +165,13 @@ def draw_stages(stages:list[Stage], # records from `trace_shapes`
                ):
     "Draw `stages` as a left-to-right flow: a box per stage, its input shapes on the arrow into it."
     if collapse: stages = collapse_repeats(stages)
-    n, box_w, gap = len(stages), 1.5, 1.25
-    if ax is None: _, ax = plt.subplots(figsize=(max(6, n * (box_w + gap) * 0.85), 2.4))
-    for i, s in enumerate(stages):
-        x0 = i * (box_w + gap)
-        io = s.kind in ('input', 'output')
-        ax.add_patch(FancyBboxPatch((x0, 0), box_w, 1, boxstyle='round,pad=0.05',
-                                    fc='#eef3fb' if io else '#fdf3e4', ec='#4a6fa5' if io else '#c98b2b'))
-        if io: label = f"{s.name}\n{fmt_shapes(s.out_shapes if s.kind == 'input' else s.in_shapes)}"
-        else:
-            label = f"{wrap_name(s.name)}\n{wrap_name(s.kind)}" + (f" ×{s.repeat}" if s.repeat > 1 else '')
-            if s.n_params: label += f"\n{fmt_params(s.n_params)} params"
-        ax.text(x0 + box_w / 2, 0.5, label, ha='center', va='center', fontsize=7.5)
-        if i:
-            ax.annotate('', xy=(x0 - 0.06, 0.5), xytext=(x0 - gap + 0.06, 0.5),
-                        arrowprops=dict(arrowstyle='->', color='#555'))
-            flowing = s.in_shapes[:1] or stages[i - 1].out_shapes  # what this stage was actually given
-            ax.text(x0 - gap / 2, 0.62, fmt_shapes(flowing[:2]), ha='center', va='bottom', fontsize=6.5, color='#333')
-    ax.set_xlim(-0.2, n * (box_w + gap) - gap + 0.2); ax.set_ylim(-0.25, 1.6); ax.axis('off')
-    if title: ax.set_title(title, fontsize=10)
+    if ax is None: _, ax = plt.subplots(figsize=(max(6, len(stages) * (_BOX_W + _GAP) * 0.85), 2.4))
+    _frame(ax, _chain(ax, stages), 1.0, title)
     return ax.figure
+
+def drawn_text(fig) -> list[str]:
+    "Every text matplotlib draws on `fig` (titles, box labels, arrow shapes): what a reader sees."
+    return [t.get_text() for ax in fig.axes for t in [ax.title, *ax.texts] if t.get_text()]
 
 # %% ../nbs/00_shapes.ipynb #145bc9ab
 def shape_diagram(model:nn.Module, # the model to run
@@ -158,6 +186,54 @@ def shape_diagram(model:nn.Module, # the model to run
     stages = trace_shapes(model, *args, depth=depth, names=names, **kwargs)
     draw_stages(stages, title=title or type(model).__name__, collapse=collapse)
     return stages
+
+# %% ../nbs/00_shapes.ipynb #56f3f163
+def trace_join(model:nn.Module, # the model to run
+               *args, # positional inputs for `model`
+               branches:dict, # input name -> names of the stages of its branch, in call order
+               after:list, # names of the stages after the join, in call order
+               join:str='concatenate', # the join's name
+               kind:str='torch.cat', # what the join does (no module: its shapes come from its neighbours)
+               **kwargs, # keyword inputs for `model`
+              ) -> tuple:
+    "Trace `model` once; return the branches (each led by its input), the join, and the chain after it."
+    recs = trace_shapes(model, *args, names=[n for b in branches.values() for n in b] + list(after), **kwargs)
+    got = {s.name: s for s in recs}
+    chains = [[Stage(inp, 'input', 0, [], got[b[0]].in_shapes[:1]), *(got[n] for n in b)]
+              for inp, b in branches.items()]
+    meet = Stage(join, kind, 0, [c[-1].out_shapes[0] for c in chains], got[after[0]].in_shapes[:1])
+    return chains, meet, [*(got[n] for n in after), recs[-1]]
+
+def draw_join(branches:list, # lists of stages, one row each, top to bottom, each led by its input
+              join:Stage, # where they meet: its `in_shapes` are the branches' outputs, in order
+              after:list[Stage], # the chain that continues from the join, ending with the output
+              title:str|None=None, # figure title
+              collapse:bool=True, # fold identical repeated stages
+             ):
+    "Draw chains that run side by side into one `join` box, then on as one chain."
+    if collapse: branches, after = [collapse_repeats(b) for b in branches], collapse_repeats(after)
+    rows, step = len(branches), _BOX_W + _GAP
+    xj = max(map(len, branches)) * step  # the join's column
+    width = (xj + step * (1 + len(after))) * 0.85
+    _, ax = plt.subplots(figsize=(max(6, width), 2.4 + 1.3 * _ROW * (rows - 1)))
+    for r, chain in enumerate(branches):
+        y = (rows - 1 - r) * _ROW
+        _arrow(ax, _chain(ax, chain, 0, y), xj, y + 0.5, join.in_shapes[r:r + 1])
+    _box(ax, xj, 0, join, h=(rows - 1) * _ROW + 1)
+    mid = (rows - 1) * _ROW / 2
+    _arrow(ax, xj + _BOX_W, xj + step, mid + 0.5, join.out_shapes)
+    _frame(ax, _chain(ax, after, xj + step, mid), (rows - 1) * _ROW + 1, title)
+    return ax.figure
+
+def join_diagram(model:nn.Module, *args, # the model and its positional inputs
+                 branches:dict, after:list, join:str='concatenate', # as for `trace_join`
+                 title:str|None=None, # figure title; the model's class name if None
+                 **kwargs, # keyword inputs for `model`
+                ) -> tuple:
+    "Trace `model` on real inputs, draw its branches meeting at `join`, and return the records."
+    chains, meet, rest = trace_join(model, *args, branches=branches, after=after, join=join, **kwargs)
+    draw_join(chains, meet, rest, title=title or type(model).__name__)
+    return chains, meet, rest
 
 # %% ../nbs/00_shapes.ipynb #e5475cbd
 def format_stages(stages:list[Stage], collapse:bool=True) -> str:
