@@ -408,9 +408,10 @@ class _Loop:
         self.history = []
         self.record = _logger(self.files, tc, on_log, self.main, self.history, self.st['run_id'])
         if tc.compile: model.compile()
-        ddp = lambda m: nn.parallel.DistributedDataParallel(m, device_ids=[self.device.index]
-                                                            if self.device.type == 'cuda' else None)
-        self.net = ddp(model) if self.world > 1 else model
+        self.net = model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == 'cuda' else None
+            self.net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.amp = precision_context(self.device, tc.precision)
         self.bad = torch.zeros((), dtype=torch.bool, device=self.device)  # any loss not finite
         self.loss_sum, self.n_steps, self.n_tok, self.n_smp = torch.zeros((), device=self.device), 0, 0, 0
