@@ -4,8 +4,8 @@
         --output-dir runs/exp/x
 
 Everything after `--` goes to `nanovlm-train` unchanged. The options before it change, for this process only,
-ShapesVQA's training mix (`--describe`, `--orders`, `--qtypes`), AdamW's betas, and fields of the model preset
-(`--set field=value`). `experiments/summarize.py` tabulates the runs' metrics.jsonl files; README.md beside
+ShapesVQA's training mix (`--describe`, `--orders`, `--qtypes`), the pixel range (`--pixels01`), AdamW's betas,
+and fields of the model preset (`--set field=value`). `experiments/summarize.py` tabulates the runs' metrics.jsonl files; README.md beside
 this file lists the experiments run so far and what they found.
 """
 import argparse, ast, sys
@@ -19,6 +19,8 @@ ap.add_argument('--qtypes', help='comma-separated question types the training it
                 'color,shape,count,exists,side,shape (repeats weigh a type more)')
 ap.add_argument('--exists-max-shapes', type=int, help="training only: 'Is there a ...?' scenes have at most this many "
                 "shapes (3 removes the shortcut that a scene of 4 always answers yes)")
+ap.add_argument('--pixels01', action='store_true', help="feed pixels in [0, 1] (nanoVLM v0.1's) instead of "
+                "the library's [-1, 1] (chapter 6, 'Pixels in [-1, 1]')")
 ap.add_argument('--betas', help="AdamW's (beta1, beta2), e.g. 0.9,0.95 (default PyTorch's 0.9,0.999)")
 ap.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE', help='change a field of the preset')
 ap.add_argument('--preset', default='tiny', help='the preset --set changes (default tiny)')
@@ -43,6 +45,9 @@ if a.exists_max_shapes:
         try: return _scene(self, i)
         finally: D._sample_question = _sample
     T.ShapesVQA.scene = scene
+if a.pixels01:
+    import nanovlm.data as D
+    T.image_processor_for = lambda cfg: D.get_image_processor(cfg.vit_img_size)  # no normalisation
 if a.betas:
     _make = T.make_optimizer
     def _with_betas(model, tc):
