@@ -3,7 +3,7 @@
 `python tests/nbsync.py readme` regenerates README.md from nbs/index.ipynb;
 `python tests/nbsync.py check` prints any drift and exits non-zero if there is some.
 """
-import json, shutil, subprocess, sys, tempfile
+import json, posixpath, re, shutil, subprocess, sys, tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,13 +68,19 @@ def clean_drift(root: Path = ROOT) -> list:
     return _tool_drift(root, 'nbdev_clean', 'nbs', '**/*.ipynb')
 
 
+def _from_root(markdown: str) -> str:
+    "`markdown` of a notebook in nbs/ with its relative link and picture targets made relative to the root instead."
+    return re.sub(r'(\]\()(?![a-z][a-z0-9+.-]*:|#|/)([^)\s]+)',
+                  lambda m: m[1] + posixpath.normpath(posixpath.join('nbs', m[2])), markdown)
+
+
 def render_readme(root: Path = ROOT) -> str:
-    "README.md as generated from nbs/index.ipynb: markdown cells as they are, shown code cells fenced."
+    "README.md as generated from nbs/index.ipynb: markdown cells (links made relative to the root), shown code fenced."
     nb = json.loads((root / 'nbs' / 'index.ipynb').read_text(encoding='utf-8'))
     parts = ['<!-- Generated from nbs/index.ipynb by `python tests/nbsync.py readme`: edit the notebook, not this file. -->']
     for cell in nb['cells']:
         src = ''.join(cell['source']).strip()
-        if cell['cell_type'] == 'markdown': parts.append(src)
+        if cell['cell_type'] == 'markdown': parts.append(_from_root(src))
         elif cell['cell_type'] == 'code' and src and not src.startswith(('#| hide', '#|hide')):
             parts.append(f'```python\n{src}\n```')
     return '\n\n'.join(parts) + '\n'

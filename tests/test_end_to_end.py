@@ -109,6 +109,29 @@ def test_python_m_works(trained):
     assert len(r.stdout.splitlines()) == 1
 
 
+def readme_python_example() -> str:
+    "The Python example of the README (from nbs/index.ipynb): the first ```python block of its markdown."
+    cells = json.loads((ROOT / 'nbs' / 'index.ipynb').read_text(encoding='utf-8'))['cells']
+    md = '\n\n'.join(''.join(c['source']) for c in cells if c['cell_type'] == 'markdown')
+    m = re.search(r'```python\n(.*?)```', md, re.S)
+    assert m, 'nbs/index.ipynb has no ```python example'
+    return m.group(1)
+
+
+def test_readme_python_example(trained, tmp_path):
+    "The README's five lines exactly as written, run where they look for a run (runs/tiny): a short run here."
+    d, _ = trained
+    code = readme_python_example()
+    assert len(code.splitlines()) == 5 and 'load_for_inference(' in code and 'ask(' in code, code
+    shutil.copytree(d, tmp_path / 'runs' / 'tiny')
+    env = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
+    r = ok(subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=300))
+    model, tok, proc = load_for_inference(d)  # what the example does, in this process
+    question = re.search(r"'(What [^']*\?)'", code).group(1)
+    assert r.stdout.strip() == repr(ask(model, tok, proc, d / 'examples' / '0.png', question, greedy=True))
+
+
 @pytest.fixture(scope='module')
 def garbage_png(tmp_path_factory):
     p = tmp_path_factory.mktemp('bad') / 'garbage.png'

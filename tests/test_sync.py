@@ -1,8 +1,10 @@
 "The notebooks are the only source: the library and README must be exactly what they generate."
-import json, shutil, subprocess, sys
+import json, re, shutil, subprocess, sys
 from pathlib import Path
 import pytest
-from nbsync import ROOT, scratch_copy, export_drift, clean_drift, readme_drift, chapter_notebooks
+from nbsync import (ROOT, scratch_copy, export_drift, clean_drift, readme_drift, chapter_notebooks, render_readme,
+                    _from_root)
+from test_structure import chapters
 
 
 def test_export_is_a_noop():
@@ -58,3 +60,41 @@ def test_jupyter_checkpoint_copies_are_ignored(tmp_path, git):
     lib = sorted(p.relative_to(ROOT) for p in ROOT.glob('nanovlm/*.py'))
     assert lib and all((repo / p).read_bytes() == (ROOT / p).read_bytes() for p in lib)
     assert not any('.ipynb_checkpoints' in p.parts for p in chapter_notebooks(repo))
+
+
+# --- the README's content ---------------------------------------------------------------------------------------
+
+def test_readme_lists_every_chapter_in_order():
+    "The chapter table: every chapter notebook, in course order, with the module it exports."
+    rows = re.findall(r'^\| `(\w+)` \| `nanovlm\.(\w+)` \|', render_readme(), flags=re.M)
+    assert rows == chapters()
+
+
+def test_readme_links_resolve_from_the_root():
+    "Relative link and picture targets of nbs/index.ipynb are rewritten for README.md, at the project root."
+    assert _from_root('![a](images/x.png) [b](../CONTRIBUTING.md) [c](https://x.org/y) [d](#top)') == \
+        '![a](nbs/images/x.png) [b](CONTRIBUTING.md) [c](https://x.org/y) [d](#top)'
+    pictures = re.findall(r'!\[[^\]]*\]\(([^)\s]+)\)', render_readme())
+    assert 'nbs/images/vlm_overview.png' in pictures
+    for target in pictures:
+        if not re.match(r'[a-z]+:', target): assert (ROOT / target).is_file(), target
+    assert (ROOT / 'CONTRIBUTING.md').is_file() and 'CONTRIBUTING.md' in render_readme()
+
+
+def test_overview_picture_is_drawn_from_the_model():
+    "The hidden cell of nbs/index.ipynb that draws the README's picture, on the tiny preset: shapes and chapters."
+    import matplotlib
+    matplotlib.use('Agg')
+    cells = json.loads((ROOT / 'nbs' / 'index.ipynb').read_text(encoding='utf-8'))['cells']
+    src = next(''.join(c['source']) for c in cells if 'def draw_overview' in ''.join(c['source']))
+    ns = {'__name__': 'index_figure'}  # defines the functions without drawing the 222M picture
+    exec(compile(src, 'index.ipynb', 'exec'), ns)
+    sh = ns['overview_shapes']('tiny')
+    assert (sh['image'], sh['vision_encoder'], sh['MP']) == ('(B, 3, 64, 64)', '(B, 64, 96)', '(B, 16, 128)')
+    assert (sh['decoder.token_embedding'], sh['decoder']) == ('(B, T, 128)', '(B, 16+T, 128)')
+    fig = ns['draw_overview'](sh)
+    drawn = ' '.join(t.get_text() for t in fig.axes[0].texts)
+    for part, chapter in (('ViT', 2), ('projector', 3), ('tokenizer', 6), ('token embedding', 4),
+                          ('concatenate', 5), ('decoder', 4), ('LM head', 4)):
+        assert part in drawn and f'chapter {chapter}' in drawn, part
+    assert '(B, 16+T, 128)' in drawn and 'appendix 1a' in drawn and 'chapter 9' in drawn
