@@ -125,8 +125,8 @@ def test_colab_links_are_inserted_once_and_survive_nbdev(tmp_path):
     assert insert_badges(repo) == [nb.name] and badge_problems(repo) == []
 
 
-def every_chapter_has_a_colab_link():
-    "Not collected yet: becomes test_... once `python tests/docsite.py badges` has run on the final chapters."
+def test_every_chapter_has_a_colab_link():
+    "Under its title, in a cell of its own; after adding a chapter, `python tests/docsite.py badges` adds it."
     assert badge_problems() == [], 'run `python tests/docsite.py badges` and commit the notebooks'
 
 
