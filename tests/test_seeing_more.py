@@ -21,7 +21,10 @@ def test_importing_chapter_10_changes_nothing_of_chapter_5():
     assert [f.name for f in fields(VLMConfig)] == cfg_fields
 
 
-from nanovlm.seeing_more import (IMAGE_TOKEN, TWO_IMAGE_QUESTION, ImageSplitter, LargeShapesVQA,
+import numpy as np
+from PIL import Image
+from nanovlm.seeing_more import (IMAGE_TOKEN, STRIPES_ANSWERS, STRIPES_QUESTION, TWO_IMAGE_QUESTION, ImageSplitter,
+                                 LargeShapesVQA, ask_images, generate_cli, hatch, load_split_for_inference,
                                  MultiImageDataset, SplitCollator, SplitVLM, SplitVLMConfig, TwoShapesVQA,
                                  image_token_count, image_token_ids, image_tokens, prompt_ids,
                                  question_only_accuracy, seeing_more_tokenizer, split_config, split_grid,
@@ -208,14 +211,73 @@ def test_splitter_and_token_arithmetic_agree():
     with pytest.raises(ValueError, match='multiple of tile_size'): ImageSplitter(64, 100)
 
 
-def test_task_data_is_deterministic_and_split_disjoint():
-    a, b = LargeShapesVQA('train', length=20), LargeShapesVQA('test', length=20)
-    assert a[3]['texts'] == LargeShapesVQA('train', length=20)[3]['texts']
-    assert a[3]['images'][0].size == (128, 128)
+def test_task_data_is_deterministic_and_the_stripes_vanish_when_squeezed():
+    a = LargeShapesVQA('train', length=30)
+    assert a[4]['texts'] == LargeShapesVQA('train', length=30)[4]['texts']
+    assert a[4]['images'][0].size == (128, 128)
+    assert Counter(a.scene(i)[3] for i in range(30)) == {'color': 15, 'stripes': 15}
+    b = LargeShapesVQA('train', length=30, qtypes=('color', 'stripes', 'shape'))
+    assert Counter(b.scene(i)[3] for i in range(30)) == {'color': 10, 'stripes': 10, 'shape': 10}
+    assert b.scene(2)[1].startswith('What shape is')
+    assert {a.scene(i)[2] for i in range(30) if a.scene(i)[3] == 'stripes'} == set(STRIPES_ANSWERS)
+    assert {a[i]['texts'][0]['user'] for i in range(1, 30, 2)} == {STRIPES_QUESTION}
+    test = LargeShapesVQA('test', length=30)
+    assert not {repr(a.scene(i)[0]) for i in range(30)} & {repr(test.scene(i)[0]) for i in range(30)}
+    big = render_shapes(a.scene(1)[0], 128)
+    across, down = hatch(big, False), hatch(big, True)
+    sq = lambda im: np.asarray(im.resize((64, 64), Image.Resampling.BILINEAR), dtype=float)
+    full = np.abs(np.asarray(across, float) - np.asarray(down, float)).mean()
+    assert np.abs(sq(across) - sq(down)).mean() < full / 5                   # squeezed: (almost) the same pixels
     two = TwoShapesVQA('test', length=40, single=0.25)
     kinds = Counter(two[i]['qtype'] for i in range(40))
-    assert set(kinds) == {'compare', 'count'} and all(len(two[i]['images']) == (2 if two[i]['qtype'] == 'compare' else 1)
-                                                     for i in range(40))
+    assert set(kinds) == {'compare', 'count'}
+    assert all(len(two[i]['images']) == (2 if two[i]['qtype'] == 'compare' else 1) for i in range(40))
     base = question_only_accuracy('two', n_train=400, n_eval=100)
     assert 0.3 < base['compare'] < 0.7
 
+
+def _split_checkpoint(d):
+    cfg, _, _ = _batch()
+    m = _decisive(cfg)
+    m.save_pretrained(d)
+    TOK.save(d)
+    splitter_for(cfg).save(d)
+    return m
+
+
+def test_generate_cli_reads_several_images(tmp_path, capsys):
+    m = _split_checkpoint(tmp_path / 'split')
+    imgs = []
+    for k, n in enumerate((1, 3)):
+        p = tmp_path / f'{k}.png'
+        render_shapes([('circle', 'red', 20 + 10 * j, 20, 6) for j in range(n)], 64).save(p)
+        imgs += ['--image', str(p)]
+    model, tok, splitter = load_split_for_inference(tmp_path / 'split')
+    want = ask_images(model, tok, splitter, [imgs[1], imgs[3]], TWO_IMAGE_QUESTION, greedy=True)
+    assert generate_cli(['--checkpoint', str(tmp_path / 'split'), *imgs, '--prompt', TWO_IMAGE_QUESTION, '--greedy',
+                         '--precision', 'fp32']) == 0
+    assert capsys.readouterr().out.strip() == want[0]
+    assert generate_cli(['--checkpoint', str(tmp_path / 'split'), *imgs, *imgs[:2], '--prompt', TWO_IMAGE_QUESTION]) == 1
+    assert 'the text has 2 <image> but the sample has 3 image(s)' in capsys.readouterr().err
+
+
+def test_generate_cli_keeps_chapter_8_behaviour_for_v01_checkpoints(tmp_path, capsys):
+    from nanovlm.generate import generate_cli as generate_cli08
+    v01, _ = _pair()
+    v01.save_pretrained(tmp_path / 'v01')
+    TOK.save(tmp_path / 'v01')
+    p = tmp_path / 'a.png'
+    render_shapes([('circle', 'red', 20, 20, 10)], 64).save(p)
+    args = ['--checkpoint', str(tmp_path / 'v01'), '--image', str(p), '--prompt', 'How many shapes are there?',
+            '--generations', '3', '--seed', '0']
+    assert generate_cli08(args) == 0
+    old = capsys.readouterr()
+    assert generate_cli(args) == 0
+    assert capsys.readouterr() == old
+    assert generate_cli(args + ['--image', str(p)]) == 1
+    assert 'reads one image' in capsys.readouterr().err
+    for bad in (['--generations', '0'], ['--temperature', '0']):
+        with pytest.raises(SystemExit) as e: generate_cli(args + bad)
+        err_new = capsys.readouterr().err
+        with pytest.raises(SystemExit) as e8: generate_cli08(args + bad)
+        assert (e.value.code, err_new) == (e8.value.code, capsys.readouterr().err)
