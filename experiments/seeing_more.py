@@ -32,6 +32,8 @@ if __name__ == '__main__':
     ap.add_argument('--eval-samples', type=int, default=200)
     ap.add_argument('--scale', type=int, default=2)
     ap.add_argument('--shape-size', type=float, default=2.0)
+    ap.add_argument('--qtypes', default='color,stripes', help="LargeShapesVQA's questions: color, stripes, shape")
+    ap.add_argument('--solid', action='store_true', help='solid shapes (no stripes): the pilots')
     ap.add_argument('--threads', type=int, default=1)
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--out', help='run directory (default: a temporary one)')
@@ -39,14 +41,16 @@ if __name__ == '__main__':
     torch.set_num_threads(a.threads)
     out = a.out or tempfile.mkdtemp()
     t0 = time.time()
+    large = dict(qtypes=tuple(a.qtypes.split(',')), hatched=not a.solid) if a.task == 'large' else {}
     res = run_task(a.task, a.max_img, out, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
                    eval_interval=a.eval_every, eval_samples=a.eval_samples, scale=a.scale,
-                   shape_size=a.shape_size, seed=a.seed)
-    base = question_only_accuracy(a.task, n_eval=a.eval_samples, seed=a.seed, scale=a.scale, shape_size=a.shape_size)
+                   shape_size=a.shape_size, seed=a.seed, **large)
+    base = question_only_accuracy(a.task, n_eval=a.eval_samples, seed=a.seed, scale=a.scale, shape_size=a.shape_size,
+                                  **large)
     rec = {'args': {k: v for k, v in vars(a).items() if k != 'out'}, 'date': datetime.date.today().isoformat(),
            'cpu': _cpu(), 'threads': a.threads, 'load_average_at_end': os.getloadavg()[0],
            'wall_s': round(time.time() - t0, 1), 'train_wall_s': res['train_wall_s'], 'final': res['final'],
            'question_only': base, 'history': res['history']}
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / a.name).parent.mkdir(parents=True, exist_ok=True)
     (RESULTS / f'{a.name}.json').write_text(json.dumps(rec, indent=1) + '\n')
     print(json.dumps({k: v for k, v in rec.items() if k != 'history'}, indent=1))

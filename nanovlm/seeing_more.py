@@ -476,13 +476,16 @@ class LargeShapesVQA(ShapesVQA):
                  shape_size:float=2.0, # shapes are this fraction of ShapesVQA's size, in pixels
                  qtypes:tuple=('color', 'stripes'), # question types, cycled over the index ('shape' too)
                  max_shapes:int=1, # shapes per image, 1 to 4
+                 hatched:bool=True, # stripes on the shapes (False: solid, as ShapesVQA's)
                 ):
         bad = [q for q in qtypes if q not in ('color', 'shape', 'stripes')]
         if bad or not qtypes: raise ValueError(f"unknown question types {bad}; use color, shape or stripes")
+        if 'stripes' in qtypes and not hatched: raise ValueError("solid shapes (hatched=False): no stripes")
         if scale < 1 or not 0 < shape_size <= scale:
             raise ValueError(f"need scale >= 1 and 0 < shape_size <= scale, got {scale} and {shape_size}")
         super().__init__(split, seed, length, img_size=64, qtypes=('color', 'shape'), max_shapes=max_shapes)
         self.large_qtypes, self.scale, self.shape_size = tuple(qtypes), scale, shape_size
+        self.hatched = hatched
         as_type = lambda q: ('color' if q == 'stripes' else q,)  # a stripes item's scene: a colour item's
         self.scenes = {q: ShapesVQA(split, seed, length, 64, as_type(q), max_shapes=max_shapes)
                        for q in qtypes}
@@ -502,7 +505,8 @@ class LargeShapesVQA(ShapesVQA):
 
     def __getitem__(self, i:int) -> dict:
         big, q, a, qtype = self.scene(int(i))
-        img = hatch(render_shapes(big, 64 * self.scale), self.down(int(i)))
+        img = render_shapes(big, 64 * self.scale)
+        if self.hatched: img = hatch(img, self.down(int(i)))
         return {'images': [img], 'texts': [{'user': q, 'assistant': a}], 'qtype': qtype}
 
     def __repr__(self):
@@ -547,9 +551,10 @@ class TwoShapesVQA:
 def task_rows(task:str, # 'large' (LargeShapesVQA) or 'two' (TwoShapesVQA)
               split:str, length:int, # 'train' or 'test', and how many items
               seed:int=0, scale:int=2, shape_size:float=2.0, # LargeShapesVQA's canvas and shapes
+              **kwargs, # more LargeShapesVQA settings (qtypes, hatched)
              ):
     "The rows of one of chapter 10's tasks."
-    if task == 'large': return LargeShapesVQA(split, seed, length, scale=scale, shape_size=shape_size)
+    if task == 'large': return LargeShapesVQA(split, seed, length, scale, shape_size, **kwargs)
     if task == 'two': return TwoShapesVQA(split, seed, length, single=0.25)
     raise ValueError(f"task must be 'large' or 'two', got {task!r}")
 
@@ -578,12 +583,13 @@ def run_task(task:str, # 'large' or 'two'
              eval_interval:int=50, eval_samples:int=200, # held-out evaluation
              seed:int=0, scale:int=2, shape_size:float=2.0, # data: LargeShapesVQA's canvas and shapes
              progress:bool=False, # show a progress bar
+             **kwargs, # more LargeShapesVQA settings (qtypes, hatched)
             ) -> dict:
     "Train a tiny `SplitVLM` on `task`: `history` (metrics records), `final` (evaluation), `train_wall_s`."
     tok = seeing_more_tokenizer()
     cfg = split_config(tok, max_img_size=max_img_size)
     splitter = splitter_for(cfg)
-    kw = dict(seed=seed, scale=scale, shape_size=shape_size)
+    kw = dict(seed=seed, scale=scale, shape_size=shape_size, **kwargs)
     held = task_rows(task, 'test', eval_samples, **kw)
     train_ds = MultiImageDataset(task_rows(task, 'train', max(steps * batch_size, 1000), **kw), tok, splitter)
     collate = SplitCollator(tok, cfg.lm_max_length, cfg.n_image_tokens)
