@@ -78,10 +78,11 @@ def image_tokens(tok:Tokenizer) -> ImageTokens:
     tiles = {(r, c): tok.tok.token_to_id(tile_token(r, c)) for r in range(1, g + 1) for c in range(1, g + 1)}
     return ImageTokens(ids[IMAGE_TOKEN], ids[GLOBAL_TOKEN], tiles, g)
 
-# %% ../nbs/10_seeing_more.ipynb #fec2798e
+# %% ../nbs/10_seeing_more.ipynb #f49e6296
 TWO_IMAGE_QUESTION = "Image 1: <image> Image 2: <image> Which image has more shapes?"
 TWO_IMAGE_ANSWERS = ('first', 'second')
-STRIPES_QUESTION, STRIPES_ANSWERS = "Which way do the stripes go?", ('across', 'down') # chapter 10's task
+STRIPES_QUESTION = "Which way do the stripes go?" # LargeShapesVQA's question, below
+STRIPES_ANSWERS = ('across', 'down')
 
 def seeing_more_tokenizer(vocab_size:int=256, # upper bound, image tokens included (the tiny preset's)
                           max_grid:int=4, # tile markers up to this grid side
@@ -98,7 +99,7 @@ def seeing_more_tokenizer(vocab_size:int=256, # upper bound, image tokens includ
 class SplitVLMConfig(VLMConfig):
     "A `VLMConfig` for the placeholder layout: the `<image>` id, and the side beyond which images are split."
     vlm_image_token_id: int = -1 # id of `<image>` in the tokenizer; its positions receive image features
-    vlm_max_img_size: int = 512 # longest side of a resized image, a multiple of vit_img_size (= it: no split)
+    vlm_max_img_size: int = 896 # longest side of a resized image, a multiple of vit_img_size (= it: no split)
 
     def validate(self):
         "`VLMConfig.validate`, then the two new fields."
@@ -234,6 +235,10 @@ def split_config(tokenizer:Tokenizer, # with image tokens: gives `vlm_image_toke
     "A `SplitVLMConfig` from `preset`, with room for `max_images` images of up to `max_img_size` pixels."
     base = get_preset(preset, **overrides)
     g = max_img_size // base.vit_img_size
+    have = image_tokens(tokenizer).max_grid
+    if g > have:
+        raise ValueError(f"images up to {max_img_size} pixels make grids up to {g}x{g}, but the tokenizer has "
+                         f"tile markers up to {have}; use add_image_tokens(tok, max_grid={g})")
     n = base.lm_max_length + max_images * image_token_count(g, g, base.n_image_tokens)
     fields = {**asdict(base), 'lm_eos_token_id': tokenizer.eos_token_id, 'lm_max_length': n,
               'lm_max_position_embeddings': max(base.lm_max_position_embeddings, n + base.n_image_tokens),
