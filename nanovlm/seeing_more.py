@@ -237,8 +237,8 @@ def split_config(tokenizer:Tokenizer, # with image tokens: gives `vlm_image_toke
     g = max_img_size // base.vit_img_size
     have = image_tokens(tokenizer).max_grid
     if g > have:
-        raise ValueError(f"images up to {max_img_size} pixels make grids up to {g}x{g}, but the tokenizer has "
-                         f"tile markers up to {have}; use add_image_tokens(tok, max_grid={g})")
+        raise ValueError(f"images up to {max_img_size} pixels make grids up to {g}x{g}, but the tokenizer "
+                         f"has tile markers up to {have}; use add_image_tokens(tok, max_grid={g})")
     n = base.lm_max_length + max_images * image_token_count(g, g, base.n_image_tokens)
     fields = {**asdict(base), 'lm_eos_token_id': tokenizer.eos_token_id, 'lm_max_length': n,
               'lm_max_position_embeddings': max(base.lm_max_position_embeddings, n + base.n_image_tokens),
