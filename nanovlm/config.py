@@ -92,7 +92,7 @@ class VLMConfig:
 
     def validate(self):
         "Raise `ValueError` naming the fields and values of the first impossible combination."
-        sizes = [f.name for f in fields(self) if f.type == 'int' and f.name != 'lm_eos_token_id']
+        sizes = [f.name for f in fields(self) if f.type == 'int' and not f.name.endswith('_token_id')]
         _check_fields(self, positive=sizes + ['vit_ln_eps', 'lm_rms_eps', 'lm_attn_scaling'],
                       fractions=['vit_dropout', 'lm_dropout'])
         _divides(self, 'vit_hidden_dim', 'vit_n_heads', 'each ViT head gets hidden/heads channels')
