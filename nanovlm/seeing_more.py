@@ -17,8 +17,8 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Rectangle
 from .shapes import Stage, trace_shapes, draw_stages
 from .config import VLMConfig, TrainConfig, get_preset
-from .checkpoints import checkpoint_file, find_checkpoint, read_safetensors
-from .vision_language_model import VisionLanguageModel, load_state_strict, _check_pair, _FIX
+from .checkpoints import find_checkpoint
+from .vision_language_model import VisionLanguageModel
 from .data import (Tokenizer, ImageProcessor, ShapesVQA, _SPLITS, IMAGE_MEAN_STD, QTYPES, format_prompt,
                           format_answer, render_shapes, save_image_processor, shapes_corpus, train_tokenizer,
                           to_rgb, upright, VQACollator, _left_pad, _open_image, _row_turns, _sample_ids,
@@ -122,6 +122,8 @@ class SplitVLMConfig(VLMConfig):
 # %% ../nbs/10_seeing_more.ipynb #8bb0336a
 class SplitVLM(VisionLanguageModel):
     "A `VisionLanguageModel` whose text holds the image: each `<image>` position gets one image token."
+    config_class = SplitVLMConfig  # so chapter 5's `from_pretrained` reads and checks the placeholder fields
+
     def __init__(self, cfg:SplitVLMConfig, # the model's shape and its image-token id
                  load_backbone:bool=False, # start from the pretrained ViT and LM named in `cfg`
                 ):
@@ -159,21 +161,6 @@ class SplitVLM(VisionLanguageModel):
                              f"(lm_max_position_embeddings={P} less {N}); ask for fewer tokens or smaller "
                              "images")
         return super().generate(input_ids, images, attention_mask, max_new_tokens, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, repo_id_or_path:str, # local directory or Hub repo id
-                        revision:str|None=None, # Hub branch, tag or commit
-                        device=None, # where to put the model
-                       ) -> SplitVLM:
-        "Load a checkpoint that `save_pretrained` wrote from a `SplitVLM`, strictly (as chapter 5's loader)."
-        d = find_checkpoint(repo_id_or_path, 'checkpoint', ('config.json', 'model.safetensors'), revision)
-        cfg_path = checkpoint_file(d, 'config.json', _FIX)
-        w_path = checkpoint_file(d, 'model.safetensors', _FIX)
-        cfg = SplitVLMConfig.from_json(cfg_path)
-        _check_pair(cfg, cfg_path, w_path)
-        model = cls(cfg)
-        load_state_strict(model, read_safetensors(w_path), source=str(w_path))
-        return model.to(device) if device is not None else model
 
 # %% ../nbs/10_seeing_more.ipynb #334ce75e
 def split_grid(w:int, h:int, # the image's width and height in pixels

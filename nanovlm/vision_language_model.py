@@ -25,6 +25,8 @@ __all__ = ['VisionLanguageModel', 'answer_loss', 'filter_logits', 'image_attenti
 # %% ../nbs/05_vision_language_model.ipynb #2e96624a
 class VisionLanguageModel(nn.Module):
     "ViT -> modality projector -> image tokens placed before the text tokens of a decoder-only LM."
+    config_class = VLMConfig  # what `from_pretrained` reads config.json as (a subclass may name its own)
+
     def __init__(self, cfg:VLMConfig, # the model's shape; `load_backbone` may update its tower fields
                  load_backbone:bool=False, # start from the pretrained ViT and LM named in `cfg`
                 ):
@@ -137,7 +139,7 @@ class VisionLanguageModel(nn.Module):
         d = find_checkpoint(repo_id_or_path, 'checkpoint', ('config.json', 'model.safetensors'), revision)
         cfg_path = checkpoint_file(d, 'config.json', _FIX)
         w_path = checkpoint_file(d, 'model.safetensors', _FIX)
-        cfg = VLMConfig.from_json(cfg_path)
+        cfg = cls.config_class.from_json(cfg_path)
         _check_pair(cfg, cfg_path, w_path)
         model = cls(cfg, load_backbone=False)
         load_state_strict(model, read_safetensors(w_path), source=str(w_path))
