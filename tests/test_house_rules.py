@@ -3,7 +3,7 @@
 Each rule is a function that returns the problems it finds (empty: the rule holds), so that a test can run it
 on the repository and a second test can show it catches a deliberate violation.
 """
-import json, re
+import ast, json, re
 from pathlib import Path
 from nbsync import ROOT, chapter_notebooks
 
@@ -116,3 +116,54 @@ def test_the_chapter_rule_catches_violations():
         '03_x: the solution to exercise 1 asserts nothing (use fastcore.test)']
     assert chapter_problems(_nb(('md', '# Chapter 1a (appendix): files\n> x')), '01a_checkpoints') == [
         '01a_checkpoints: no `## Exercises` section']
+
+
+# ---- a chapter is committed with what its cells draw and print ---------------------------------------------
+
+SHOWS = re.compile(r'^(print|display|show_doc|shape_diagram|draw_\w*|plot_\w*|show_\w*|plt\.\w+)$')
+
+
+def _top_level_calls(source: str) -> list:
+    "Names of the calls a cell makes outside any def, class or lambda (`plt.` kept as a prefix)."
+    lines = [l for l in source.splitlines() if not l.lstrip().startswith(('%', '!'))]
+    out = []
+    def visit(node):
+        for ch in ast.iter_child_nodes(node):
+            if isinstance(ch, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)): continue
+            if isinstance(ch, ast.Call):
+                f, root = ch.func, ch.func
+                while isinstance(root, ast.Attribute): root = root.value
+                if isinstance(f, ast.Name): out.append(f.id)
+                elif isinstance(f, ast.Attribute):
+                    out.append(f'plt.{f.attr}' if isinstance(root, ast.Name) and root.id == 'plt' else f.attr)
+            visit(ch)
+    visit(ast.parse('\n'.join(lines)))
+    return out
+
+
+def missing_output_problems(nb: dict, name: str = '<nb>') -> list:
+    "Code cells that print or draw but were committed without outputs (a figure closed with `plt.close` is not shown)."
+    problems = []
+    for i, c in enumerate(nb['cells']):
+        if c['cell_type'] != 'code' or c.get('outputs'): continue
+        calls = _top_level_calls(''.join(c['source']))
+        shown = [f for f in calls if SHOWS.match(f)]
+        if shown and 'plt.close' not in calls:
+            problems.append(f'{name} cell {i}: calls {shown[0]}() but has no committed output (execute the notebook)')
+    return problems
+
+
+def test_every_cell_that_prints_or_draws_is_committed_with_its_output():
+    problems = [p for nb in chapter_notebooks() for p in
+                missing_output_problems(json.loads(nb.read_text(encoding='utf-8')), nb.name)]
+    assert problems == [], '\n'.join(problems[:40])
+
+
+def test_the_missing_output_rule_catches_violations():
+    nb = _nb(('code', 'print(1)', []), ('code', 'print(2)', ['2\n']), ('code', 'def f():\n    print(3)', []),
+             ('code', 'fig, ax = plt.subplots()\nax.plot([1, 2])', []), ('code', 'fig = draw_stages(s)\nplt.close(fig)', []),
+             ('code', 'for i in range(2):\n    show_tokens(i)', []), ('md', 'print(4)'))
+    assert missing_output_problems(nb) == [
+        '<nb> cell 0: calls print() but has no committed output (execute the notebook)',
+        '<nb> cell 3: calls plt.subplots() but has no committed output (execute the notebook)',
+        '<nb> cell 5: calls show_tokens() but has no committed output (execute the notebook)']
