@@ -12,8 +12,9 @@ from .checkpoints import (CheckpointFormatError, CheckpointNotFoundError, find_c
                                  is_hub_id)
 from .vision_language_model import VisionLanguageModel
 from .data import Tokenizer, get_tokenizer, load_image_processor, format_prompt, upright
-from .training import (default_threads, _in_notebook, _device_problem, _one_line, _debug, _Parser,
-                              resolve_precision)
+from .training import resolve_precision
+from .runs import default_threads
+from .train_cli import _in_notebook, _device_problem, _one_line, _debug, _Parser
 
 # %% auto #0
 __all__ = ['load_for_inference', 'read_image', 'ask', 'generate_cli']

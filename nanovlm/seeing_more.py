@@ -23,8 +23,9 @@ from .data import (Tokenizer, ImageProcessor, ShapesVQA, _SPLITS, IMAGE_MEAN_STD
                           format_answer, render_shapes, save_image_processor, shapes_corpus, train_tokenizer,
                           to_rgb, upright, VQACollator, _left_pad, _open_image, _row_turns, _sample_ids,
                           _shifted_labels)
-from .training import (Evaluator, default_threads, resolve_precision, score_answer, train, _debug,
-                              _one_line, _Parser)
+from .training import Evaluator, resolve_precision, score_answer, train
+from .runs import default_threads
+from .train_cli import _debug, _one_line, _Parser
 from .generate import (read_image, generate_cli as _generate_cli08, _parser as _parser08, _check_args,
                               _checkpoint_image_processor, _checkpoint_tokenizer, _INFERENCE_FILES)
 

@@ -4,31 +4,24 @@
 
 # %% ../nbs/07_training.ipynb #19eaabfe
 from __future__ import annotations
-import argparse, base64, ctypes, importlib.util, json, math, os, random, secrets, shutil, sys, time
+import math, time
 from contextlib import nullcontext
-from dataclasses import asdict, replace
-from pathlib import Path
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Subset
-from safetensors.torch import save_file
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
-from .config import VLMConfig, TrainConfig, PRESETS, get_preset, _atomic_write_text, _new_file_mode
-from .checkpoints import read_safetensors
-from .vision_language_model import VisionLanguageModel, load_state_strict
-from .data import (VQADataset, VQACollator, ShapesVQA, get_tokenizer, train_tokenizer, shapes_tokenizer,
-                          exact_match, multiple_choice_match, format_prompt, format_answer, read_jsonl,
-                          upright, image_processor_for, save_image_processor)
+from .config import TrainConfig
+from .data import VQACollator, exact_match, multiple_choice_match
+from .runs import RunDir, _rank_world
+# what used to live here, importable from nanovlm.training as before (appendix 6b holds it now)
+from .runs import (RUN_FILES, save_checkpoint, load_checkpoint, seed_everything, NonFiniteLossError,
+                          atomic_update, rng_state, set_rng_state, check_run_dir, default_threads,
+                          keep_freed_memory, plot_metrics, setup_distributed)
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'SHAPES_TRAIN_SIZE', 'SHAPES_DESCRIBE', 'SHAPES_DESCRIBE_ORDERS', 'TRAIN_PRESETS', 'param_groups',
-           'make_optimizer', 'lr_factor', 'set_lr', 'count_targets', 'accumulate_gradients', 'step_batches',
-           'score_answer', 'native_bf16', 'resolve_precision', 'precision_context', 'Evaluator', 'save_checkpoint',
-           'load_checkpoint', 'seed_everything', 'NonFiniteLossError', 'train', 'atomic_update', 'rng_state',
-           'set_rng_state', 'check_run_dir', 'default_threads', 'keep_freed_memory', 'plot_metrics',
-           'setup_distributed', 'check_data_source', 'load_data', 'run_training', 'train_config_for', 'train_cli']
+__all__ = ['param_groups', 'make_optimizer', 'lr_factor', 'set_lr', 'count_targets', 'accumulate_gradients', 'step_batches',
+           'score_answer', 'native_bf16', 'resolve_precision', 'precision_context', 'Evaluator', 'train']
 
 # %% ../nbs/07_training.ipynb #c1bf83c6
 def param_groups(model:nn.Module, # the model whose parameters are grouped
@@ -87,11 +80,6 @@ def set_lr(opt:torch.optim.Optimizer, factor:float) -> float:
 def count_targets(batch:dict) -> int:
     "Answer tokens in a batch (labels that are not -100); the labels live on the CPU, so this is free."
     return int((batch['labels'] != -100).sum())
-
-def _rank_world() -> tuple[int, int]:
-    "This process's rank and the number of processes (0, 1 without torch.distributed)."
-    if not (dist.is_available() and dist.is_initialized()): return 0, 1
-    return dist.get_rank(), dist.get_world_size()
 
 def accumulate_gradients(model:nn.Module, # (input_ids, images, attention_mask, targets) -> (logits, loss)
                          micro_batches:list[dict], # this process's micro-batches of one optimizer step
@@ -181,6 +169,38 @@ def precision_context(device, precision:str):
     bf16 = resolve_precision(device, precision) == 'bf16'
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
+# %% ../nbs/07_training.ipynb #af25bb2b
+def _eval_batches(dataset, collate:VQACollator, batch_size:int) -> tuple[list, list, list, list]:
+    "This process's share of `dataset` (every world-th item): indices, items, loss and generation batches."
+    rank, world = _rank_world()
+    idx = list(range(rank, len(dataset), world))
+    items = [dataset[i] for i in idx]
+    chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    return idx, items, [collate(c) for c in chunks], [collate.collate_for_generation(c) for c in chunks]
+
+def _summed_loss(model, batches:list, device, precision:str) -> list[float]:
+    "[summed token loss, answer tokens] of `model` over `batches`, in eval mode."
+    was = model.training
+    model.eval()
+    loss_sum, n = torch.zeros((), dtype=torch.float64, device=device), 0
+    try:
+        for b in batches:
+            with precision_context(device, precision):
+                _, loss = model(b['input_ids'].to(device), b['images'].to(device),
+                                b['attention_mask'].to(device), b['labels'].to(device))
+            loss_sum += loss.double() * count_targets(b)
+            n += count_targets(b)
+    finally: model.train(was)
+    return [loss_sum.item(), float(n)]
+
+def _correct_counts(preds:list, types:list) -> list[float]:
+    "[correct, asked] overall, then for each question type."
+    counts = [float(sum(p['correct'] for p in preds)), float(len(preds))]
+    for t in types:
+        of_t = [p for p in preds if p['qtype'] == t]
+        counts += [float(sum(p['correct'] for p in of_t)), float(len(of_t))]
+    return counts
+
 # %% ../nbs/07_training.ipynb #552c01e4
 class Evaluator:
     "Validation loss and greedy-generation accuracy (overall and per question type) on a held-out set."
@@ -191,12 +211,7 @@ class Evaluator:
                  batch_size:int=128, # samples per evaluation batch
                  device='cpu', precision:str='auto', # where and how the model runs
                 ):
-        rank, world = _rank_world()
-        idx = list(range(rank, len(dataset), world))           # this process's share
-        items = [dataset[i] for i in idx]
-        chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
-        self.loss_batches = [collate(c) for c in chunks]
-        self.gen_batches = [collate.collate_for_generation(c) for c in chunks]
+        idx, items, self.loss_batches, self.gen_batches = _eval_batches(dataset, collate, batch_size)
         self.questions = [it['texts'][-1]['user'] for it in items]
         self.qtypes = [qtypes[i] for i in idx] if qtypes is not None else [None] * len(items)
         self.types = sorted({q for q in qtypes if q is not None}, key=str) if qtypes is not None else []
@@ -226,133 +241,14 @@ class Evaluator:
     @torch.no_grad()
     def __call__(self, model) -> dict:
         "`val_loss`, `accuracy` and `accuracy/<type>`, summed over all processes."
-        sums = torch.tensor(self._loss_sums(model) + self._correct_counts(self.predictions(model)),
+        sums = torch.tensor(_summed_loss(model, self.loss_batches, self.device, self.precision)
+                            + _correct_counts(self.predictions(model), self.types),
                             dtype=torch.float64, device=self.device)
         if _rank_world()[1] > 1: dist.all_reduce(sums)
         s = sums.tolist()
         res = {'val_loss': s[0] / max(s[1], 1), 'accuracy': s[2] / max(s[3], 1)}
         for i, t in enumerate(self.types): res[f'accuracy/{t}'] = s[4 + 2 * i] / max(s[5 + 2 * i], 1)
         return res
-
-    def _loss_sums(self, model) -> list[float]:
-        "[summed token loss, answer tokens] over this process's share of the held-out set."
-        was = model.training
-        model.eval()
-        loss_sum, n = torch.zeros((), dtype=torch.float64, device=self.device), 0
-        try:
-            for b in self.loss_batches:
-                with precision_context(self.device, self.precision):
-                    _, loss = model(b['input_ids'].to(self.device), b['images'].to(self.device),
-                                    b['attention_mask'].to(self.device), b['labels'].to(self.device))
-                loss_sum += loss.double() * count_targets(b)
-                n += count_targets(b)
-        finally: model.train(was)
-        return [loss_sum.item(), float(n)]
-
-    def _correct_counts(self, preds:list) -> list[float]:
-        "[correct, asked] overall, then for each question type."
-        counts = [float(sum(p['correct'] for p in preds)), float(len(preds))]
-        for t in self.types:
-            of_t = [p for p in preds if p['qtype'] == t]
-            counts += [float(sum(p['correct'] for p in of_t)), float(len(of_t))]
-        return counts
-
-# %% ../nbs/07_training.ipynb #8706f0db
-RUN_FILES = ('config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json',
-             'preprocessor_config.json', 'train_config.json', 'trainer_state.json',
-             'trainer_state.safetensors', 'metrics.jsonl', 'metrics.json', 'best',
-             'examples') # everything a run writes into its directory
-
-def _optimizer_files(opt:torch.optim.Optimizer) -> tuple[dict, dict]:
-    "AdamW's state as safetensors tensors and JSON: its per-parameter tensors, its groups and their keys."
-    sd = opt.state_dict()
-    tensors = {f'optimizer.{i}.{k}': v.detach().cpu().contiguous()
-               for i, s in sd['state'].items() for k, v in s.items()}
-    keys = {str(i): sorted(s) for i, s in sd['state'].items()}
-    return tensors, {'param_groups': sd['param_groups'], 'state_keys': keys}
-
-def save_checkpoint(out, # the run directory
-                    model:nn.Module, # has `save_pretrained(dir)`
-                    opt:torch.optim.Optimizer,
-                    tc:TrainConfig,
-                    state:dict, # step, data position, best metric, ... (JSON-safe)
-                    save_with=(), # objects with `save(dir)` (tokenizer, image processor)
-                    adopt:Path|None=None, # a new run's files from before its first checkpoint
-                   ):
-    "Write a resumable checkpoint into `out`, atomically as a whole (only process 0 writes)."
-    rank, world = _rank_world()
-    rngs = [None] * world
-    if world > 1: dist.all_gather_object(rngs, rng_state())
-    else: rngs = [rng_state()]
-    if rank == 0:
-        tensors, optimizer = _optimizer_files(opt)
-        meta = {**state, 'rng': rngs, 'world_size': world, 'optimizer': optimizer}
-        def write(st):
-            model.save_pretrained(st)
-            for obj in save_with: obj.save(st)
-            (st / 'train_config.json').write_text(json.dumps(asdict(tc), indent=2))
-            save_file(tensors, str(st / 'trainer_state.safetensors'))
-            os.chmod(st / 'trainer_state.safetensors', _new_file_mode())  # safetensors makes it 0600
-            (st / 'trainer_state.json').write_text(json.dumps(meta, indent=1))
-            if adopt is not None:  # the new run's log and best/ join its first commit
-                for f in Path(adopt).iterdir(): os.replace(f, st / f.name)
-        atomic_update(out, write, remove=RUN_FILES if adopt is not None else ())  # ... the old run's files go
-        if adopt is not None: shutil.rmtree(adopt, ignore_errors=True)
-    if world > 1: dist.barrier()
-
-def load_checkpoint(out, # the run directory
-                    model:nn.Module, opt:torch.optim.Optimizer, # filled in place
-                   ) -> dict:
-    "Load weights, optimizer state and this process's RNG states from `out`; returns the trainer state."
-    out = Path(out)
-    rank, world = _rank_world()
-    if rank == 0: _apply_staging(out)                      # finish or drop an interrupted checkpoint
-    if world > 1: dist.barrier()
-    if not (out / 'trainer_state.json').is_file():
-        raise FileNotFoundError(f"{out} holds no trainer_state.json: not a run directory to resume "
-                                "(train without resume)")
-    w = out / 'model.safetensors'
-    load_state_strict(model, read_safetensors(w), source=str(w))
-    tensors = read_safetensors(out / 'trainer_state.safetensors')
-    try:
-        meta = json.loads((out / 'trainer_state.json').read_text())
-        keys = meta['optimizer']['state_keys']
-        state = {int(i): {k: tensors[f'optimizer.{i}.{k}'] for k in ks} for i, ks in keys.items()}
-        opt.load_state_dict({'param_groups': meta['optimizer']['param_groups'], 'state': state})
-        rngs, saved_world, step = meta['rng'], meta['world_size'], int(meta['step'])
-    except (ValueError, KeyError, TypeError, AttributeError) as e:  # JSONDecodeError is a ValueError
-        raise ValueError(f"{out / 'trainer_state.json'} is damaged ({type(e).__name__}: {e}); resume from a "
-                         "good copy of the run directory, or start a new run") from None
-    if saved_world == world: set_rng_state(rngs[rank])
-    else: seed_everything(step * 1000 + rank)  # another process count: a fresh, still deterministic stream
-    return meta
-
-def seed_everything(seed:int):
-    "Seed python, numpy and torch (all devices)."
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-# %% ../nbs/07_training.ipynb #5653a468
-class NonFiniteLossError(RuntimeError):
-    "The training loss became NaN or infinite."
-
-def _check_finite(bad:torch.Tensor, step:int, last_ok:int, out, last_saved:int, what:str='the loss'):
-    "Raise `NonFiniteLossError` if the flag is set (on any process); one host sync."
-    if _rank_world()[1] > 1:
-        bad = bad.int()
-        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-    if not bool(bad): return
-    ck = (f"the last good checkpoint (step {last_saved}) in {out} is intact" if last_saved
-          else "no checkpoint was written")
-    when = f"between steps {last_ok + 1} and {step}" if what == 'the loss' else f"at step {step}"
-    raise NonFiniteLossError(f"{what} became NaN or infinite {when}; training stopped and {ck}. "
-                             "Lower the learning rates (lr_mp, lr_backbones), lengthen the warm-up or check "
-                             "the data, then train again")
-
-def _nonfinite_weights(model:nn.Module) -> torch.Tensor:
-    "A device flag: is any weight NaN or infinite? (read by `_check_finite`)"
-    return ~torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all()
 
 # %% ../nbs/07_training.ipynb #084674d4
 def train(model:nn.Module, # (input_ids, images, attention_mask, targets) -> (logits, loss); save_pretrained
@@ -370,8 +266,10 @@ def train(model:nn.Module, # (input_ids, images, attention_mask, targets) -> (lo
          ) -> list[dict]:
     "Train `model` as `tc` says (with DDP when torch.distributed is initialised); returns the metrics."
     loop = _Loop(model, tc, evaluator, save_with, on_log, resume, overwrite)
-    batches = loop.batches(train_ds, collate, num_workers)
-    bar = tqdm(total=tc.max_steps, initial=loop.st['step'], disable=not (progress and loop.main),
+    A = tc.gradient_accumulation_steps
+    batches = step_batches(train_ds, collate, tc.batch_size // (loop.world * A), A, tc.seed,
+                           loop.st['epoch'], loop.st['step_in_epoch'], num_workers)  # from the run's position
+    bar = tqdm(total=tc.max_steps, initial=loop.st['step'], disable=not (progress and loop.run.main),
                dynamic_ncols=True)
     every = lambda n, step: (n and step % n == 0) or step == tc.max_steps  # and always at the last step
     try:
@@ -384,62 +282,68 @@ def train(model:nn.Module, # (input_ids, images, attention_mask, targets) -> (lo
             if step == stop_after: break
         if loop.st['step'] == 0 and not resume: loop.save(0)  # max_steps=0: still leave a model behind
     except BaseException:
-        loop.files.discard()  # a failed overwriting run leaves the old run as it was
+        loop.run.discard()  # a failed overwriting run leaves the old run as it was
         raise
     finally: bar.close()
-    return loop.history
+    return loop.run.history
+
+# %% ../nbs/07_training.ipynb #5f0c3163
+class _Meter:
+    "What the loop adds up between two logs, on the device and in Python ints: no step waits for a sync."
+    def __init__(self, device):
+        self.device, self.skipped = device, 0  # bad rows skipped while reading, since this process started
+        self.reset()
+
+    def reset(self):
+        self.loss, self.steps, self.tokens, self.samples = torch.zeros((), device=self.device), 0, 0, 0
+
+    def add(self, loss:torch.Tensor, micro:list):
+        "One optimizer step: its loss (a device tensor) and its micro-batches (on the CPU)."
+        self.loss += loss
+        self.steps += 1
+        self.tokens += sum(int(b['attention_mask'].sum()) for b in micro)
+        self.samples += sum(len(b['input_ids']) for b in micro)
+        self.skipped += sum(b.get('n_skipped', 0) for b in micro)
+
+    def totals(self, world:int) -> tuple[float, float, float, float]:
+        "Mean loss per step, tokens, samples and skipped rows, summed over all processes (one host sync)."
+        counts = torch.tensor([self.tokens, self.samples, self.skipped], device=self.device,
+                              dtype=torch.float64)
+        tot = torch.cat([self.loss.double()[None], counts])
+        if world > 1: dist.all_reduce(tot)
+        loss, tokens, samples, skipped = tot.tolist()
+        return loss / self.steps, tokens, samples, skipped
+
+def _check_split(tc:TrainConfig, world:int):
+    "Raise unless a step's `batch_size` samples split evenly over the processes and accumulation steps."
+    if tc.batch_size % (world * tc.gradient_accumulation_steps):
+        raise ValueError(f"batch_size={tc.batch_size} does not split over {world} process(es) x "
+                         f"{tc.gradient_accumulation_steps} accumulation steps")
+
+def _for_training(model:nn.Module, compile:bool, world:int, device) -> nn.Module:
+    "What the loop calls: `model` in training mode, compiled in place if asked, in DDP under torchrun."
+    model.train()
+    if compile: model.compile()
+    if world == 1: return model
+    ids = [device.index] if device.type == 'cuda' else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 # %% ../nbs/07_training.ipynb #3d56ee57
 class _Loop:
     "The state of a run between its steps, and the four things the loop does: step, log, evaluate, save."
-    def __init__(self, model:nn.Module, tc:TrainConfig, evaluator, save_with, on_log, resume:bool,
-                 overwrite:bool):
-        self.rank, self.world = _rank_world()
-        self.main, self.out = self.rank == 0, Path(tc.output_dir)
-        self.model, self.tc, self.evaluator, self.save_with = model, tc, evaluator, save_with
-        self.device = next(model.parameters()).device
-        if tc.batch_size % (self.world * tc.gradient_accumulation_steps):
-            raise ValueError(f"batch_size={tc.batch_size} does not split over {self.world} process(es) x "
-                             f"{tc.gradient_accumulation_steps} accumulation steps")
+    def __init__(self, model, tc:TrainConfig, evaluator, save_with, on_log, resume:bool, overwrite:bool):
+        self.world, self.device = _rank_world()[1], next(model.parameters()).device
+        self.model, self.tc, self.evaluator = model, tc, evaluator
+        _check_split(tc, self.world)
         self.opt = make_optimizer(model, tc)
-        self.st = {'step': 0, 'epoch': 0, 'step_in_epoch': 0, 'best': None, 'best_step': None,
-                   'metrics_bytes': 0, 'elapsed_s': 0.0, 'run_id': secrets.token_hex(8)}  # kept when resuming
-        self.files = self._resume() if resume else self._start(overwrite)
-        self.history = []
-        self.record = _logger(self.files, tc, on_log, self.main, self.history, self.st['run_id'])
-        if tc.compile: model.compile()
-        self.net = model
-        if self.world > 1:
-            ids = [self.device.index] if self.device.type == 'cuda' else None
-            self.net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.run = RunDir(tc, model, self.opt, save_with, on_log, resume, overwrite)  # its files: appendix 6b
+        self.st = self.run.st  # step, position in the data, best metric, ...: what a checkpoint saves
+        self.net = _for_training(model, tc.compile, self.world, self.device)
         self.amp = precision_context(self.device, tc.precision)
         self.bad = torch.zeros((), dtype=torch.bool, device=self.device)  # any loss not finite
-        self.loss_sum, self.n_steps, self.n_tok, self.n_smp = torch.zeros((), device=self.device), 0, 0, 0
-        self.n_skip = 0  # bad rows skipped while reading, since this process started
-        self.last_ok, self.last_saved = self.st['step'], self.st['step'] if resume else 0
-        self.t_log, self.elapsed0 = time.perf_counter(), self.st['elapsed_s']
-        self.t_start = self.t_log
-        self.net.train()
-
-    def _resume(self) -> _RunFiles:
-        "Load the checkpoint in the run directory, and cut its log back to it."
-        self.st.update(load_checkpoint(self.out, self.model, self.opt))
-        log = self.out / 'metrics.jsonl'
-        if self.main and log.exists(): os.truncate(log, self.st['metrics_bytes'])  # drop lines after it
-        return _RunFiles(self.out)
-
-    def _start(self, overwrite:bool) -> _RunFiles:
-        "A new run: seed, and claim the run directory (every process checks it before process 0 writes)."
-        seed_everything(self.tc.seed + self.rank)
-        check_run_dir(self.out, overwrite=overwrite)
-        if self.world > 1: dist.barrier()
-        return _RunFiles.new_run(self.out, overwrite) if self.main else _RunFiles(self.out)
-
-    def batches(self, train_ds, collate, num_workers:int):
-        "This process's micro-batches for each step, from the run's position in the data."
-        A = self.tc.gradient_accumulation_steps
-        return step_batches(train_ds, collate, self.tc.batch_size // (self.world * A), A, self.tc.seed,
-                            self.st['epoch'], self.st['step_in_epoch'], num_workers)
+        self.meter = _Meter(self.device)
+        self.t_log = self.t_start = time.perf_counter()
+        self.elapsed0 = self.st['elapsed_s']  # the run's time before this process (when resuming)
 
     def step(self, step:int, batches):
         "One optimizer step (the `step`-th): learning rate, micro-batches, gradients, update; no host sync."
@@ -452,611 +356,34 @@ class _Loop:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.bad |= ~torch.isfinite(loss)
-        self.loss_sum += loss
-        self.n_steps += 1
-        self.n_tok += sum(int(b['attention_mask'].sum()) for b in micro)
-        self.n_smp += sum(len(b['input_ids']) for b in micro)
-        self.n_skip += sum(b.get('n_skipped', 0) for b in micro)
+        self.meter.add(loss, micro)
         self.st.update(step=step, epoch=epoch, step_in_epoch=pos + 1)
 
     def log(self, step:int, bar=None):
         "Record the mean loss since the last log, the learning rate and the throughput (over all processes)."
-        self._check_loss(step)
-        counts = torch.tensor([self.n_tok, self.n_smp, self.n_skip], device=self.device, dtype=torch.float64)
-        tot = torch.cat([self.loss_sum.double()[None], counts])
-        if self.world > 1: dist.all_reduce(tot)
-        tot, now = tot.tolist(), time.perf_counter()
+        self.run.check(self.bad, step, weights=False)
+        loss, tokens, samples, skipped = self.meter.totals(self.world)
+        now = time.perf_counter()
         dt = now - self.t_log
-        rec = {'step': step, 'loss': tot[0] / self.n_steps, 'lr': self.lr, 'tokens_per_s': tot[1] / dt,
-               'samples_per_s': tot[2] / dt, 'elapsed_s': self.elapsed0 + now - self.t_start}
-        if tot[3]: rec['skipped_rows'] = int(tot[3])  # since this process started, never silently
-        self.record(rec)
-        if bar is not None:
-            tok_s = f"{rec['tokens_per_s']:.0f}"
-            bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f'{self.lr:.2e}', tok_s=tok_s)
-        self.loss_sum.zero_()
-        self.n_steps = self.n_tok = self.n_smp = 0
+        rec = {'step': step, 'loss': loss, 'lr': self.lr, 'tokens_per_s': tokens / dt,
+               'samples_per_s': samples / dt, 'elapsed_s': self.elapsed0 + now - self.t_start}
+        if skipped: rec['skipped_rows'] = int(skipped)  # since this process started, never silently
+        self.run.record(rec)
+        if bar is not None: bar.set_postfix(loss=f"{loss:.4f}", lr=f'{self.lr:.2e}', tok_s=f"{tokens/dt:.0f}")
+        self.meter.reset()
         self.t_log = time.perf_counter()
 
     def evaluate(self, step:int):
         "The evaluator's metrics, logged; `best/` replaced when `best_metric` improves."
-        self._check_loss(step)
-        self._check_weights(step)
+        self.run.check(self.bad, step)
         t0 = time.perf_counter()
         m = self.evaluator(self.model)
-        bad_val = torch.tensor(not math.isfinite(m.get('val_loss', 0.0)), device=self.device)
-        _check_finite(bad_val, step, self.last_ok, self.out, self.last_saved, 'the validation loss')
-        self.record({'step': step, **m, 'eval_s': time.perf_counter() - t0})
-        metric = self.tc.best_metric
-        if metric in m and _better(metric, m[metric], self.st['best']):
-            self.st.update(best=m[metric], best_step=step)
-            if self.main: atomic_update(self.files.dir / 'best', lambda d: self._write_best(d, step, m))
+        self.run.check_metrics(m, step)
+        self.run.record({'step': step, **m, 'eval_s': time.perf_counter() - t0})
+        self.run.keep_best(step, m)
         self.t_log += time.perf_counter() - t0  # evaluation time does not count against throughput
-
-    def _write_best(self, d:Path, step:int, metrics:dict):
-        self.model.save_pretrained(d)
-        for o in self.save_with: o.save(d)
-        (d / 'best.json').write_text(json.dumps({'step': step, **metrics}))
 
     def save(self, step:int):
         "A resumable checkpoint of this step (step 0: the untrained model of a run with `max_steps=0`)."
-        if step:
-            self._check_loss(step)
-            self._check_weights(step)
-            elapsed = self.elapsed0 + time.perf_counter() - self.t_start
-            log_bytes = (self.files.dir / 'metrics.jsonl').stat().st_size if self.main else 0
-            self.st.update(elapsed_s=elapsed, metrics_bytes=log_bytes)
-        save_checkpoint(self.out, self.model, self.opt, self.tc, self.st, self.save_with,
-                        adopt=self.files.pending)
-        self.last_saved = step
-        self.files.committed()
-
-    def _check_loss(self, step:int):
-        "Stop if a loss since the last check was NaN or infinite."
-        _check_finite(self.bad, step, self.last_ok, self.out, self.last_saved)
-        self.last_ok = step
-
-    def _check_weights(self, step:int):
-        bad = _nonfinite_weights(self.model)
-        _check_finite(bad, step, self.last_ok, self.out, self.last_saved, 'the weights')
-
-# %% ../nbs/07_training.ipynb #88521fce
-_STAGING, _COMMIT, _REMOVE = '.staging', 'COMMIT', 'REMOVE'
-
-def _fsync_dir(d:Path):
-    try:
-        fd = os.open(d, os.O_RDONLY)
-        try: os.fsync(fd)
-        finally: os.close(fd)
-    except OSError: pass  # some filesystems do not allow it
-
-def _remove(p:Path):
-    "Delete file or directory `p`, if it exists."
-    if p.is_dir() and not p.is_symlink(): shutil.rmtree(p)
-    else: p.unlink(missing_ok=True)
-
-def _apply_staging(target:Path):
-    "Finish or undo an interrupted update of `target`: move committed files in, or drop uncommitted ones."
-    st = target / _STAGING
-    if not st.is_dir(): return
-    if (st / _COMMIT).exists():
-        if (st / _REMOVE).is_file():                        # old files the update deletes
-            for name in json.loads((st / _REMOVE).read_text()): _remove(target / name)
-        for f in sorted(st.iterdir()):
-            if f.name in (_COMMIT, _REMOVE): continue
-            if f.is_dir(): _remove(target / f.name)         # a directory replaces the old one whole
-            os.replace(f, target / f.name)
-        _fsync_dir(target)
-    shutil.rmtree(st)
-
-def atomic_update(target, # directory to update (created if missing)
-                  write_fn, # write_fn(staging_dir) writes every file of the update
-                  remove=(), # names in `target` to delete in the same commit, unless the update writes them
-                 ) -> Path:
-    "Replace files in `target` all together or not at all, via a staging directory and a commit marker."
-    target = Path(target)
-    target.mkdir(parents=True, exist_ok=True)
-    _apply_staging(target)                                  # a previous interrupted update
-    st = target / _STAGING
-    st.mkdir()
-    write_fn(st)
-    for f in st.iterdir():
-        if f.is_file():
-            with open(f, 'rb') as fh: os.fsync(fh.fileno())
-    gone = sorted(set(remove) - {f.name for f in st.iterdir()})
-    if gone: _atomic_write_text(st / _REMOVE, json.dumps(gone))
-    _atomic_write_text(st / _COMMIT, '')                    # the commit point
-    _fsync_dir(st)
-    _apply_staging(target)
-    return target
-
-# %% ../nbs/07_training.ipynb #1d084ac0
-def _b64(t:torch.Tensor) -> str: return base64.b64encode(t.numpy().tobytes()).decode()
-
-def _unb64(s:str) -> torch.Tensor: return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8)
-
-def rng_state() -> dict:
-    "Every RNG a run may use (python, numpy, torch CPU and CUDA), as JSON-safe values."
-    py = random.getstate()
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {'python': [py[0], list(py[1]), py[2]], 'numpy': [name, keys.tolist(), pos, has_gauss, gauss],
-            'torch': _b64(torch.get_rng_state()),
-            'cuda': [_b64(s) for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else []}
-
-def set_rng_state(s:dict):
-    "Restore the RNGs from `rng_state()`'s output."
-    random.setstate((s['python'][0], tuple(s['python'][1]), s['python'][2]))
-    name, keys, pos, has_gauss, gauss = s['numpy']
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(_unb64(s['torch']))
-    if s['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all([_unb64(c) for c in s['cuda']])
-
-# %% ../nbs/07_training.ipynb #53bdfb50
-_PENDING = '.pending'
-
-def check_run_dir(out, # the run directory
-                  resume:bool=False, # continue the run in it
-                  overwrite:bool=False, # a new run may replace what is in it
-                 ):
-    "Raise `FileExistsError` if `out` is a file, or a non-empty directory for a new run without `overwrite`."
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"output directory {out} is a file, not a directory; "
-                              "choose another output directory")
-    if resume or overwrite or not out.is_dir(): return
-    old = sorted(p.name for p in out.iterdir() if p.name not in (_STAGING, _PENDING))
-    if not old: return
-    listed = ', '.join(old[:3]) + (', ...' if len(old) > 3 else '')
-    raise FileExistsError(
-        f"output directory {out} is not empty ({listed}): continue its run with --resume (resume=True), "
-        "choose another output directory, or replace it with --overwrite (overwrite=True); the old files "
-        "stay until the new run has saved its first checkpoint")
-
-class _RunFiles:
-    "Where a run writes its log and `best/`: its directory, or `.pending/` in it until a new run commits."
-    def __init__(self, out:Path, pending:Path|None=None): self.out, self.pending = out, pending
-
-    @property
-    def dir(self) -> Path: return self.pending or self.out
-
-    @classmethod
-    def new_run(cls, out:Path, overwrite:bool) -> _RunFiles:
-        check_run_dir(out, overwrite=overwrite)
-        out.mkdir(parents=True, exist_ok=True)
-        old = any(p.name not in (_STAGING, _PENDING) for p in out.iterdir())
-        files = cls(out, out / _PENDING if old else None)
-        shutil.rmtree(out / _PENDING, ignore_errors=True)      # left by an earlier run that was killed
-        if old: files.pending.mkdir()
-        else: _apply_staging(out)
-        (files.dir / 'metrics.jsonl').write_text('')
-        return files
-
-    def committed(self):
-        "The first checkpoint moved the pending files in: from now on the run writes into its directory."
-        self.pending = None
-
-    def discard(self):
-        "After a failure before the first checkpoint: drop the new run's files; the old run stays as it was."
-        if self.pending is None: return
-        shutil.rmtree(self.pending, ignore_errors=True)
-        if not (self.out / _STAGING / _COMMIT).exists():
-            shutil.rmtree(self.out / _STAGING, ignore_errors=True)
-
-# %% ../nbs/07_training.ipynb #b821293a
-def _logger(files:_RunFiles, tc:TrainConfig, on_log, main:bool, history:list, run_id:str):
-    "A function that records one metrics dict everywhere it should go."
-    wb = None
-    if main and tc.log_wandb:
-        if importlib.util.find_spec('wandb') is None:
-            raise ValueError("log_wandb=True but wandb is not installed: "
-                             "pip install wandb, or turn log_wandb off")
-        import wandb  # `run_id` is the run's own (in its trainer state): two runs never share a W&B run
-        wb = wandb.init(project='nanovlm', name=files.out.name, config=asdict(tc), resume='allow', id=run_id)
-    def log(rec:dict):
-        history.append(rec)
-        if not main: return
-        with open(files.dir / 'metrics.jsonl', 'a') as f: f.write(json.dumps(rec) + '\n')
-        if on_log is not None: on_log(rec)
-        if wb is not None: wb.log({k: v for k, v in rec.items() if k != 'step'}, step=rec['step'])
-    return log
-
-def _better(metric:str, new:float, old:float|None) -> bool:
-    return old is None or (new < old if metric.endswith('loss') else new > old)
-
-class _Saves:
-    "Give `save(dir)` to something that has a separate save function."
-    def __init__(self, fn, obj): self.fn, self.obj = fn, obj
-
-    def save(self, d): return self.fn(self.obj, d)
-
-# %% ../nbs/07_training.ipynb #11f45cf8
-def default_threads(local_world:int=1, # processes of this run on this machine (torchrun's LOCAL_WORLD_SIZE)
-                   ) -> int:
-    "CPU threads per process: the cores this process may run on, shared among the run's local processes."
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
-    return max(1, cores // local_world)
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers, from glibc's <malloc.h>
-
-def keep_freed_memory(limit:int=2**31 - 1, # bytes: blocks up to this size are reused, not returned to the OS
-                     ) -> bool: # True if glibc accepted the settings
-    "Ask glibc's malloc to keep freed memory for reuse (no page faults for the next step); no-op elsewhere."
-    if not sys.platform.startswith('linux'): return False
-    try: libc = ctypes.CDLL('libc.so.6')
-    except OSError: return False  # not glibc (musl, ...)
-    if not hasattr(libc, 'mallopt'): return False
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, limit)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, limit))
-
-# %% ../nbs/07_training.ipynb #2192b47e
-def _read_metrics(path) -> list[dict]:
-    "The records of a metrics.jsonl file."
-    return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
-
-def plot_metrics(records, # metrics records, or a path to a metrics.jsonl
-                 ax=None):
-    "Training loss (and validation loss and accuracy, when evaluated) against the step."
-    if isinstance(records, (str, Path)): records = _read_metrics(records)
-    tr, ev = [r for r in records if 'loss' in r], [r for r in records if 'accuracy' in r]
-    if ax is None:
-        import matplotlib.pyplot as plt
-        _, ax = plt.subplots(figsize=(7, 3))
-    ax.plot([r['step'] for r in tr], [r['loss'] for r in tr], label='train loss')
-    if ev: ax.plot([r['step'] for r in ev], [r['val_loss'] for r in ev], 'o-', label='validation loss')
-    ax.set(xlabel='step', ylabel='loss', yscale='log')
-    if ev:
-        ax2 = ax.twinx()
-        ax2.plot([r['step'] for r in ev], [r['accuracy'] for r in ev], 's--', color='C2', label='accuracy')
-        ax2.set(ylim=(0, 1), ylabel='accuracy')
-        ax2.legend(loc='center right')
-    ax.legend(loc='upper right')
-    return ax
-
-# %% ../nbs/07_training.ipynb #907c15af
-def setup_distributed(device:str|None=None, # 'cpu', 'cuda', ...; default: cuda when available
-                     ) -> tuple[int, int, torch.device]:
-    "Join the process group torchrun describes in the environment, if any: (rank, world size, device)."
-    dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    if int(os.environ.get('WORLD_SIZE', '1')) > 1 and not dist.is_initialized():
-        if dev.type == 'cuda':
-            dev = torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')))
-            torch.cuda.set_device(dev)
-        dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
-    return (*_rank_world(), dev)
-
-# %% ../nbs/07_training.ipynb #f657445d
-SHAPES_TRAIN_SIZE = 1_000_000 # ShapesVQA training items per epoch (drawn on the fly: this costs nothing)
-SHAPES_DESCRIBE = 0.3 # fraction of ShapesVQA training items that describe the whole scene (chapter 6)
-SHAPES_DESCRIBE_ORDERS = ('reading', 'color', 'kind') # their orders (chapter 6; chapter 8 compares them)
-
-def check_data_source(source:str) -> str:
-    "`source` if it is 'shapes', an existing .jsonl file, or 'cauldron:<subset>' with `datasets`; else raise."
-    if source == 'shapes': return source
-    if source.startswith('cauldron:'):
-        if not source.split(':', 1)[1]:
-            raise ValueError("cauldron:<subset> needs a subset name, e.g. cauldron:vqav2")
-        if importlib.util.find_spec('datasets') is None:
-            raise ValueError(f"--data {source} reads the_cauldron with the `datasets` library, which is not "
-                             "installed: pip install datasets")
-        return source
-    if source.endswith('.jsonl'):
-        if not Path(source).is_file(): raise FileNotFoundError(f"no JSONL file at {source}")
-        return source
-    raise ValueError(f"unknown data source {source!r}: "
-                     "use 'shapes', a path to a .jsonl file, or 'cauldron:<subset>'")
-
-def _texts_of(rows) -> list[str]:
-    "Prompts and answers of rows in the_cauldron schema, for training a word-level tokenizer."
-    turns = [t for r in rows for t in r['texts']]
-    return [s for t in turns for s in (format_prompt(t['user']), format_answer(t['assistant']))]
-
-def _shapes_data(cfg:VLMConfig, tok, proc, eval_samples:int) -> tuple:
-    "ShapesVQA: (train set, held-out set, question type of each held-out item)."
-    held = ShapesVQA.heldout(eval_samples, img_size=cfg.vit_img_size)
-    train = ShapesVQA('train', length=SHAPES_TRAIN_SIZE, img_size=cfg.vit_img_size, describe=SHAPES_DESCRIBE,
-                      describe_orders=SHAPES_DESCRIBE_ORDERS)
-    qtypes = [held.scene(i)[3] for i in range(len(held))]
-    return VQADataset(train, tok, proc), VQADataset(held, tok, proc), qtypes
-
-def _cauldron_rows(source:str):
-    "The training split of a the_cauldron subset, read lazily through `datasets`."
-    import datasets
-    subset = source.split(':', 1)[1]
-    try: return datasets.load_dataset('HuggingFaceM4/the_cauldron', subset, split='train')
-    except Exception as e:
-        raise ValueError(f"cannot load the_cauldron subset {subset!r} ({e}); "
-                         "check the name and the internet connection") from None
-
-def load_data(source:str, # see `check_data_source`
-              cfg:VLMConfig, # image size, tokenizer name, vocabulary size
-              eval_samples:int, # size of the held-out set
-              tokenizer=None, # reuse this tokenizer (when resuming) instead of making one
-              skip_bad_rows:bool=False, # skip bad rows (listed in `skipped`) instead of refusing the data
-             ) -> dict:
-    "`tokenizer`, `train` and `eval` datasets, `qtypes` (per eval item, or None), `skipped` (bad rows)."
-    check_data_source(source)
-    proc, on_error, skipped = image_processor_for(cfg), 'skip' if skip_bad_rows else 'raise', []
-    def tok_for(texts):
-        if tokenizer is not None: return tokenizer
-        if cfg.lm_tokenizer: return get_tokenizer(cfg.lm_tokenizer)
-        if source == 'shapes': return shapes_tokenizer(cfg.lm_vocab_size)
-        return train_tokenizer(texts(), cfg.lm_vocab_size, 'wordlevel')
-    if source == 'shapes':
-        tok = tok_for(None)
-        train_ds, ev, qtypes = _shapes_data(cfg, tok, proc, eval_samples)
-    else:
-        if source.endswith('.jsonl'):
-            rows, skipped = read_jsonl(source, on_error)  # every line checked before anything reads it
-            tok = tok_for(lambda: _texts_of(rows))
-        else:
-            rows = _cauldron_rows(source)
-            tok = tok_for(lambda: _texts_of(rows.select_columns(['texts'])))
-        ds = VQADataset(rows, tok, proc, on_error=on_error)
-        n = len(ds)
-        k = min(eval_samples, n // 10) if n >= 10 else 0     # the last tenth is held out
-        train_ds, ev, qtypes = Subset(ds, range(n - k)), Subset(ds, range(n - k, n)), None
-    if tok.vocab_size > cfg.lm_vocab_size:
-        raise ValueError(f"the tokenizer has {tok.vocab_size} tokens but the model's lm_vocab_size is "
-                         f"{cfg.lm_vocab_size}; pick a preset whose vocabulary fits the tokenizer")
-    return {'tokenizer': tok, 'image_processor': proc, 'train': train_ds, 'eval': ev, 'qtypes': qtypes,
-            'skipped': skipped}
-
-# %% ../nbs/07_training.ipynb #14cfde5b
-def _precision_note(device, precision:str) -> str:
-    "What `precision` resolves to on `device`, and why, in words for the log."
-    p = resolve_precision(device, precision)
-    kind = torch.device(device).type.upper()
-    native = f"{'native' if p == 'bf16' else 'no native'} bf16 matmul on this {kind}"
-    why = 'asked for' if precision != 'auto' else native
-    return f"{'bf16 autocast' if p == 'bf16' else 'fp32'} ({why})"
-
-def _pct(x:float) -> str: return f'{100 * x:.1f}%'
-
-def _report_skipped(skipped:list, source:str):
-    "Say on stderr how many bad rows of `source` were skipped, and which (they are also in metrics.json)."
-    if not skipped: return
-    print(f"nanovlm-train: skipped {len(skipped)} bad row(s) of {source} (skip_bad_rows):", file=sys.stderr)
-    for m in skipped: print(f"  {m}", file=sys.stderr)
-
-def _eval_image(ds, j:int):
-    "The PIL image of item `j` of a `VQADataset` (or a `Subset` of one), or None."
-    if isinstance(ds, Subset): ds, j = ds.dataset, ds.indices[j]
-    row = ds.rows[j]
-    img = (row.get('images') or [None])[0] if isinstance(row, dict) else None
-    if isinstance(img, (str, Path)):
-        from PIL import Image
-        img = upright(Image.open(img))
-    return img if hasattr(img, 'save') else None
-
-def _save_examples(out:Path, preds:list, eval_ds, world:int):
-    "Write the examples' images and `examples.json` into `out/examples` (a fresh folder)."
-    ex = out / 'examples'
-    shutil.rmtree(ex, ignore_errors=True)
-    ex.mkdir()
-    for i, p in enumerate(preds):
-        img, p['image'] = _eval_image(eval_ds, i * world), None  # process 0 evaluates items 0, P, 2P, ...
-        if img is None: continue
-        img.save(ex / f'{i}.png')
-        p['image'] = f'examples/{i}.png'
-    _atomic_write_text(ex / 'examples.json', json.dumps(preds, indent=1))
-
-def _print_results(final:dict, preds:list):
-    "Held-out accuracy, overall and per question type, and the examples."
-    print(f"held-out accuracy: {_pct(final['accuracy'])}")
-    for k, v in final.items():
-        if k.startswith('accuracy/'): print(f"  {k.split('/', 1)[1]}: {_pct(v)}")
-    for p in preds:
-        print(f"  {p['image'] or ''} Q: {p['question']}  A: {p['prediction']!r} (reference {p['answer']!r})"
-              f" {'right' if p['correct'] else 'wrong'}")
-
-def _summary(preset:str, tc:TrainConfig, dev, world:int, wall_s:float, history:list, evaluator, skipped:list,
-             final:dict) -> dict:
-    "What `metrics.json` says about the run."
-    rates = [r['tokens_per_s'] for r in history if 'tokens_per_s' in r]
-    return {'preset': preset, 'data': tc.data, 'steps': tc.max_steps, 'device': str(dev), 'world_size': world,
-            'threads': torch.get_num_threads(), 'precision': resolve_precision(dev, tc.precision),
-            'train_wall_s': round(wall_s, 1),
-            'tokens_per_s': round(sum(rates) / len(rates), 1) if rates else None,
-            'n_eval': evaluator.n if evaluator else 0, 'skipped_rows': skipped,
-            **{k: v for k, v in final.items() if k not in ('step', 'eval_s')}}
-
-def run_training(preset:str, # a key of `PRESETS`
-                 tc:TrainConfig, # the run's settings (`output_dir`, `data`, ...)
-                 resume:bool=False, # continue the run in `tc.output_dir`
-                 device:str|None=None, # default: cuda when available, else cpu
-                 num_workers:int=0, # DataLoader worker processes
-                 progress:bool=True, # show a progress bar
-                 n_examples:int=4, # held-out examples to print and save as PNG
-                 overwrite:bool=False, # a new run may replace the one in a non-empty `output_dir`
-                ) -> dict:
-    "Train and evaluate a model as `nanovlm-train` does; returns the final metrics (also in metrics.json)."
-    rank, world, dev = setup_distributed(device)
-    main, out = rank == 0, Path(tc.output_dir)
-    try:
-        check_run_dir(out, resume, overwrite)                  # before any work
-        cfg = VLMConfig.from_json(out / 'config.json') if resume else get_preset(preset)
-        saved_tok = get_tokenizer(out) if resume else None
-        data = load_data(tc.data, cfg, tc.eval_samples, saved_tok, tc.skip_bad_rows)
-        if main: _report_skipped(data['skipped'], tc.data)
-        tok = data['tokenizer']
-        cfg = replace(cfg, lm_eos_token_id=tok.eos_token_id)
-        seed_everything(tc.seed)
-        model = VisionLanguageModel(cfg, load_backbone=cfg.vlm_load_backbone_weights and not resume).to(dev)
-        collate = VQACollator(tok, cfg.lm_max_length, pad_to_max_length=tc.compile)  # fixed shapes to compile
-        evaluator = (Evaluator(data['eval'], collate, tok, data['qtypes'], device=dev, precision=tc.precision)
-                     if len(data['eval']) else None)
-        if main:
-            print(f"precision: {_precision_note(dev, tc.precision)}; {torch.get_num_threads()} CPU thread(s)")
-        t0 = time.perf_counter()
-        savers = [tok, _Saves(save_image_processor, data['image_processor'])]
-        history = train(model, tc, data['train'], collate, evaluator, savers, resume=resume,
-                        progress=progress, num_workers=num_workers, overwrite=overwrite)
-        last = next((r for r in reversed(history) if 'accuracy' in r and r['step'] == tc.max_steps), None)
-        final = last or (evaluator(model) if evaluator is not None else {})
-        preds = evaluator.predictions(model)[:n_examples] if evaluator is not None else []
-        late = max((r.get('skipped_rows', 0) for r in history), default=0)
-        if main and late:
-            print(f"nanovlm-train: skipped {late} unreadable row(s) while training (skip_bad_rows); "
-                  "metrics.jsonl counts them", file=sys.stderr)
-        wall_s = time.perf_counter() - t0
-        summary = _summary(preset, tc, dev, world, wall_s, history, evaluator, data['skipped'], final)
-        if main and evaluator is not None:
-            _save_examples(out, preds, data['eval'], world)
-            summary['examples'] = preds
-            _print_results(final, preds)
-        if main: _atomic_write_text(out / 'metrics.json', json.dumps(summary, indent=1))
-        return summary
-    finally:
-        if world > 1 and dist.is_initialized(): dist.destroy_process_group()
-
-# %% ../nbs/07_training.ipynb #78126548
-TRAIN_PRESETS = {
-    'tiny': dict(lr_mp=6e-4, lr_backbones=6e-4, batch_size=64, max_steps=3000, warmup_steps=100,
-                 lr_schedule='wsd', lr_decay_frac=0.2, min_lr_ratio=0.1, eval_interval=250, eval_samples=500,
-                 save_every=500, log_interval=25),
-    'nanovlm-222m': dict(lr_mp=1e-3, lr_backbones=5e-5, batch_size=256, gradient_accumulation_steps=4,
-                         max_steps=5000, eval_interval=500, eval_samples=500, save_every=500),
-}
-
-def train_config_for(preset:str, **overrides) -> TrainConfig:
-    "The `TrainConfig` that `nanovlm-train --preset NAME` starts from, with `overrides` applied."
-    if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    return TrainConfig(**{'output_dir': f'runs/{preset}', **TRAIN_PRESETS.get(preset, {}), **overrides})
-
-# %% ../nbs/07_training.ipynb #912013b2
-_ARGS = {'steps': 'max_steps', 'batch_size': 'batch_size', 'grad_accum': 'gradient_accumulation_steps',
-         'lr_mp': 'lr_mp', 'lr_backbones': 'lr_backbones', 'warmup': 'warmup_steps',
-         'schedule': 'lr_schedule', 'decay_frac': 'lr_decay_frac', 'min_lr_ratio': 'min_lr_ratio',
-         'weight_decay': 'weight_decay', 'output_dir': 'output_dir', 'save_every': 'save_every',
-         'compile': 'compile', 'data': 'data', 'seed': 'seed', 'eval_every': 'eval_interval',
-         'eval_samples': 'eval_samples', 'log_every': 'log_interval', 'best_metric': 'best_metric',
-         'precision': 'precision', 'wandb': 'log_wandb',
-         'skip_bad_rows': 'skip_bad_rows'} # command-line option -> TrainConfig field
-_MAY_CHANGE_ON_RESUME = {'output_dir', 'save_every', 'compile', 'log_wandb'}
-
-class _Parser(argparse.ArgumentParser):
-    "argparse with one-line errors (no usage block), exit status 2."
-    def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-def _parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog='nanovlm-train', description="Train a nanovlm model. With no options: the tiny preset "
-                 "on ShapesVQA, on CUDA when available, else the CPU; ends by printing held-out accuracy.")
-    a = ap.add_argument
-    a('--preset', help=f"model preset, one of {sorted(PRESETS)} (default tiny)")
-    a('--steps', type=int, help='optimizer steps')
-    a('--batch-size', type=int, help='samples per step, over all processes')
-    a('--grad-accum', type=int, help='micro-batches per step')
-    a('--lr-mp', type=float, help="the projector's learning rate")
-    a('--lr-backbones', type=float, help="the ViT's and LM's learning rate (0 freezes them)")
-    a('--warmup', type=int, help='warm-up steps')
-    a('--schedule', choices=['cosine', 'wsd'],
-      help='after warm-up: cosine decay, or stable then a linear decay (wsd)')
-    a('--decay-frac', type=float, help='wsd: fraction of the steps in the final decay')
-    a('--min-lr-ratio', type=float, help='the schedule ends at this fraction of the peak learning rate')
-    a('--weight-decay', type=float)
-    a('--device', help='cpu, cuda, cuda:1, ... (default: cuda when available)')
-    a('--output-dir', help='run directory (default runs/<preset>)')
-    a('--save-every', type=int, help='checkpoint every N steps')
-    a('--resume', action='store_true', help='continue the run in --output-dir')
-    a('--overwrite', action='store_true', help='replace the run in a non-empty --output-dir (its files stay '
-      'until the new run has saved its first checkpoint)')
-    a('--compile', action='store_true', default=None, help='torch.compile the model')
-    a('--data', help="'shapes' (default), a .jsonl file, or cauldron:<subset>")
-    a('--seed', type=int)
-    a('--skip-bad-rows', action='store_true', default=None,
-      help='skip bad rows of --data (and list them) instead of stopping')
-    a('--eval-every', type=int, help='evaluate every N steps (0: only at the end)')
-    a('--eval-samples', type=int)
-    a('--log-every', type=int, help='log every N steps')
-    a('--best-metric', choices=['accuracy', 'val_loss'])
-    a('--precision', choices=['auto', 'fp32', 'bf16'],
-      help='auto (default): bf16 autocast where the device has native bf16')
-    a('--wandb', action='store_true', default=None, help='log to wandb')
-    a('--threads', type=int, help='CPU threads per process (default: one per core)')
-    a('--workers', type=int, default=0, help='DataLoader worker processes')
-    a('--quiet', action='store_true', help='no progress bar')
-    a('--debug', action='store_true', help='show the traceback of an error (also: NANOVLM_DEBUG=1)')
-    return ap
-
-def _device_problem(device:str|None) -> str|None:
-    "What is wrong with a `--device` value (None when nothing is): not a device, or CUDA where there is none."
-    if device is None: return None
-    try: dev = torch.device(device)
-    except RuntimeError: return f"--device {device!r} is not a device; use cpu, cuda or cuda:N"
-    if dev.type == 'cuda' and not torch.cuda.is_available():
-        return f"--device {device}: CUDA is not available here; use --device cpu"
-    return None
-
-def _config_diff(a, b) -> list[str]:
-    "The fields in which configs `a` and `b` differ, with both values."
-    diff = [k for k in asdict(a) if getattr(a, k) != getattr(b, k)]
-    return [f"{k}: {getattr(a, k)!r} vs {getattr(b, k)!r}" for k in diff]
-
-def _resume_config(ap, args, given:dict, preset:str, out:Path) -> TrainConfig:
-    "The saved run's `TrainConfig` with the options given; `ap.error` if there is no such run, or another."
-    if not out.is_dir(): ap.error(f"--resume: no run directory {out}; start a new run without --resume")
-    if not (out / 'trainer_state.json').is_file() or not (out / 'train_config.json').is_file():
-        ap.error(f"--resume: {out} holds no resumable run (no trainer_state.json); "
-                 "start a new run without --resume")
-    saved = TrainConfig.from_json(out / 'train_config.json')
-    diff = [f"{k}={getattr(saved, k)!r} there, {v!r} given" for k, v in given.items()
-            if k not in _MAY_CHANGE_ON_RESUME and getattr(saved, k) != v]
-    if args.preset:
-        cfg = VLMConfig.from_json(out / 'config.json')
-        diff += _config_diff(replace(get_preset(preset), lm_eos_token_id=cfg.lm_eos_token_id), cfg)
-    if diff: ap.error(f"--resume: {out} holds a different config ({'; '.join(diff)}); resume with the same "
-                      "options, or start a new run in another --output-dir")
-    return replace(saved, **given, output_dir=str(out))
-
-def _resolve(ap, args, world:int) -> TrainConfig:
-    "The run's `TrainConfig` from the options; `ap.error` (exit 2) on anything wrong."
-    given = {f: getattr(args, a) for a, f in _ARGS.items() if getattr(args, a) is not None}
-    preset = args.preset or 'tiny'
-    if preset not in PRESETS: ap.error(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    out = Path(given.pop('output_dir', f'runs/{preset}'))
-    if args.resume and args.overwrite:
-        ap.error("--resume continues the run in --output-dir, --overwrite replaces it: pick one")
-    try:
-        if args.resume: tc = _resume_config(ap, args, given, preset, out)
-        else: tc = train_config_for(preset, **given, output_dir=str(out))
-        check_data_source(tc.data)
-        check_run_dir(out, args.resume, args.overwrite)
-    except (ValueError, OSError) as e: ap.error(str(e))
-    A = tc.gradient_accumulation_steps
-    if tc.batch_size % (world * A):
-        ap.error(f"--batch-size {tc.batch_size} does not split over {world} process(es) x {A} "
-                 f"accumulation step(s); use a multiple of {world * A}")
-    if args.threads is not None and args.threads <= 0:
-        ap.error(f"--threads must be positive, got {args.threads}")
-    if args.workers < 0: ap.error(f"--workers must be >= 0, got {args.workers}")
-    if (bad := _device_problem(args.device)): ap.error(bad)
-    return tc
-
-def _one_line(e:Exception) -> str: return ' '.join(str(e).split())
-
-def _debug(args) -> bool:
-    "Show tracebacks: `--debug`, or NANOVLM_DEBUG set to anything but 0."
-    return bool(getattr(args, 'debug', False)) or os.environ.get('NANOVLM_DEBUG', '0') not in ('', '0')
-
-def train_cli(argv:list|None=None # the options (default: sys.argv[1:])
-             ) -> int:
-    "`nanovlm-train`: train a preset (default tiny) on a data source (default ShapesVQA); report accuracy."
-    ap = _parser()
-    args = ap.parse_args(argv)
-    world = int(os.environ.get('WORLD_SIZE', '1'))
-    tc = _resolve(ap, args, world)
-    torch.set_num_threads(args.threads or default_threads(int(os.environ.get('LOCAL_WORLD_SIZE', world))))
-    keep_freed_memory()
-    try: run_training(args.preset or 'tiny', tc, resume=args.resume, device=args.device,
-                      num_workers=args.workers, progress=not args.quiet, overwrite=args.overwrite)
-    except (NonFiniteLossError, ValueError, OSError) as e:  # bad data, files, settings: one line, no trace
-        if _debug(args): raise
-        print(f"nanovlm-train: error: {_one_line(e)}", file=sys.stderr)
-        return 1
-    return 0
-
-# %% ../nbs/07_training.ipynb #46a24e8c
-def _in_notebook() -> bool:
-    "Is this running in Jupyter (where `__name__` is also '__main__')?"
-    return 'IPython' in sys.modules and sys.modules['IPython'].get_ipython() is not None
-
-if __name__ == '__main__' and not _in_notebook(): sys.exit(train_cli())
+        if step: self.run.check(self.bad, step)
+        self.run.save(step, self.elapsed0 + time.perf_counter() - self.t_start)

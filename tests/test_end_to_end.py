@@ -30,7 +30,7 @@ def ok(r):
     return r
 
 
-TRAIN, GENERATE = cli('nanovlm-train', 'nanovlm.training'), cli('nanovlm-generate', 'nanovlm.generate')
+TRAIN, GENERATE = cli('nanovlm-train', 'nanovlm.train_cli'), cli('nanovlm-generate', 'nanovlm.generate')
 
 
 @pytest.fixture(scope='module')
