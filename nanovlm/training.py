@@ -12,7 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 from .config import TrainConfig
-from .data import VQACollator, exact_match, multiple_choice_match
+from .data import VQACollator, exact_match
+from .data_details import multiple_choice_match
 from .runs import RunDir, _rank_world
 # what used to live here, importable from nanovlm.training as before (appendix 6b holds it now)
 from .runs import (RUN_FILES, save_checkpoint, load_checkpoint, seed_everything, NonFiniteLossError,
