@@ -52,7 +52,7 @@ def test_sidebar_lists_every_chapter_in_filename_order():
 
 def test_parts_follow_chapter_numbers():
     "The grouping survives the renumbering: it reads numbers, not names."
-    names = ['00_shapes', '01_config', '01a_checkpoints', '05_vision_language_model', '06_data',
+    names = ['00a_shape_diagrams', '01_config', '01a_checkpoints', '05_vision_language_model', '06_data',
              '07_training', '08_end_to_end', '09_benchmarks', '10_serving', 'appendix_ddp']
     parts = ['The model'] * 4 + ['Training'] * 3 + ['Going further'] * 3
     assert [part_of(f'{n}.ipynb') for n in names] == parts
