@@ -267,7 +267,7 @@ class LanguageModel(nn.Module):
         "The Llama checkpoint `cfg.lm_model_type` as a `LanguageModel`; sets `cfg`'s LM fields to match it."
         return _load_llama(cls, cfg)
 
-# %% ../nbs/04_language_model.ipynb #732ae5d5
+# %% ../nbs/04_language_model.ipynb #b6386d3b
 def _greedy_decode(lm:LanguageModel, # in token mode (`lm_use_tokens`)
                   input_ids, # (B, T) prompt ids, left-padded if rows differ in length
                   attention_mask=None, # (B, T) 1 real, 0 padding; None = all real
@@ -308,7 +308,7 @@ def hf_key_map(n_blocks:int, # decoder blocks
     if not tie_weights: m['lm_head.weight'] = 'head.weight'
     return m
 
-# %% ../nbs/04_language_model.ipynb #c83a40d5
+# %% ../nbs/04_language_model.ipynb #7d27e1f7
 def _load_llama(cls, # the model class, `LanguageModel`
                cfg:VLMConfig, # `lm_model_type` names the checkpoint; its LM fields become the checkpoint's
               ) -> nn.Module:
@@ -329,7 +329,6 @@ def _load_llama(cls, # the model class, `LanguageModel`
     _copy_state(model, sd, kmap)
     return model
 
-#| export
 _HF_FIELDS = {'hidden_size': 'lm_hidden_dim', 'intermediate_size': 'lm_inter_dim',
               'num_attention_heads': 'lm_n_heads', 'num_hidden_layers': 'lm_n_blocks',
               'rms_norm_eps': 'lm_rms_eps', 'max_position_embeddings': 'lm_max_position_embeddings'}
@@ -350,9 +349,8 @@ def llama_config_fields(hf:dict, # a Llama-family config.json, parsed
     if eos is not None: out['lm_eos_token_id'] = eos
     return out, hf['vocab_size']
 
-# %% ../nbs/04_language_model.ipynb #125f9825
-#| code-fold: true
-#| code-summary: "What config.json may say (appendix 4a)"
+# %% ../nbs/04_language_model.ipynb #cb0d6f09
+# What config.json may say: the refusals are explained and tested in appendix 4a
 def _rope_theta(hf:dict, source:str) -> int:
     "The RoPE base of a Llama config.json, refusing scaled variants."
     for key in ('rope_parameters', 'rope_scaling'):
@@ -385,9 +383,8 @@ def _refuse_unsupported(hf:dict, source:str):
                                     f"{hf['hidden_size']}/{hf['num_attention_heads']}; "
                                     "we derive the head dim from those")
 
-# %% ../nbs/04_language_model.ipynb #4d03b1ba
-#| code-fold: true
-#| code-summary: "Checking and copying the weights (appendix 4a)"
+# %% ../nbs/04_language_model.ipynb #0b318192
+# Checking and copying the weights: explained and tested in appendix 4a
 def _ignored_keys(sd:dict, tied:bool, source:str) -> set:
     "Checkpoint keys accepted but not loaded: stored rotary frequencies, a tied head's copy of the embedding."
     ignored = {k for k in sd if k.endswith('rotary_emb.inv_freq')}  # recomputed, not learned
