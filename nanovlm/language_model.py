@@ -77,21 +77,21 @@ def apply_rotary_pos_embd(q, # (B, H, T, D) queries
     return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
 
 # %% ../nbs/04_language_model.ipynb #717dc689
-def causal_padding_mask(attention_mask:torch.Tensor|None, # (B, S) 1 real token, 0 padding; None = all real
-                        T:int, # new (query) tokens, the last T of the S
-                        past:int=0, # tokens already in the KV cache, S = past + T
+def causal_padding_mask(attention_mask:torch.Tensor|None, # (B, L) 1 real token, 0 padding; None = all real
+                        T:int, # new (query) tokens, the last T of the L
+                        past:int=0, # tokens already in the KV cache, L = past + T
                         device=None,
                        ) -> torch.Tensor:
-    "Boolean (B, 1, T, S) mask, True = may attend: causal and key-padding; all-masked rows open (no NaN)."
-    S = past + T
-    keys, queries = torch.arange(S, device=device), torch.arange(past, S, device=device)
-    mask = (keys[None, :] <= queries[:, None])[None, None]  # (1, 1, T, S) causal
-    if attention_mask is not None: mask = mask & attention_mask.bool()[:, None, None, :]  # (B, 1, T, S)
+    "Boolean (B, 1, T, L) mask, True = may attend: causal and key-padding; all-masked rows open (no NaN)."
+    L = past + T
+    keys, queries = torch.arange(L, device=device), torch.arange(past, L, device=device)
+    mask = (keys[None, :] <= queries[:, None])[None, None]  # (1, 1, T, L) causal
+    if attention_mask is not None: mask = mask & attention_mask.bool()[:, None, None, :]  # (B, 1, T, L)
     return mask | ~mask.any(-1, keepdim=True)  # a query with no visible key (left pad) sees all keys, not NaN
 
 # %% ../nbs/04_language_model.ipynb #bfbddfc5
-def position_ids(attention_mask:torch.Tensor|None, # (B, S) 1 real token, 0 padding; None = all real
-                 T:int, # new tokens, the last T of the S
+def position_ids(attention_mask:torch.Tensor|None, # (B, L) 1 real token, 0 padding; None = all real
+                 T:int, # new tokens, the last T of the L
                  past:int=0, # tokens already cached
                  device=None,
                 ) -> torch.Tensor:
@@ -101,14 +101,14 @@ def position_ids(attention_mask:torch.Tensor|None, # (B, S) 1 real token, 0 padd
 
 # %% ../nbs/04_language_model.ipynb #c6981db0
 class KVCache:
-    "Preallocated keys and values of every layer, (B, KV, max_len, D) each, filled in place."
+    "Preallocated keys and values of every layer, (B, H_kv, max_len, D) each, filled in place."
     def __init__(self, n_layers:int, # decoder blocks, one buffer pair each
                  batch_size:int, # B
-                 n_kv_heads:int, # KV
+                 n_kv_heads:int, # H_kv
                  max_len:int, # room for this many tokens: prompt and generated
                  head_dim:int, # D
                  device=None, dtype=None):
-        shape = (batch_size, n_kv_heads, max_len, head_dim)  # (B, KV, max_len, D)
+        shape = (batch_size, n_kv_heads, max_len, head_dim)  # (B, H_kv, max_len, D)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
         self.length = 0  # slots filled so far (the same in every layer between forward passes)
@@ -118,8 +118,8 @@ class KVCache:
     @property
     def batch_size(self) -> int: return self.k[0].shape[0]
 
-    def update(self, layer:int, k, v):  # k, v: (B, KV, T, D), the new tokens
-        "Write the new keys/values at [length, length+T) of `layer`; return the filled ones, (B, KV, S, D)."
+    def update(self, layer:int, k, v):  # k, v: (B, H_kv, T, D), the new tokens
+        "Write the new keys/values at [length, length+T) of `layer`; return the filled ones, (B, H_kv, L, D)."
         end = self.length + k.shape[2]
         self.k[layer][:, :, self.length:end] = k
         self.v[layer][:, :, self.length:end] = v
@@ -131,7 +131,7 @@ class KVCache:
 # https://arxiv.org/abs/2305.13245 ; names as nanoVLM v0.1
 # (https://github.com/huggingface/nanoVLM, models/language_model.py)
 class LanguageModelGroupedQueryAttention(nn.Module):
-    "Causal self-attention: H query heads share KV key/value heads; rotary positions; an optional KV cache."
+    "Causal self-attention: H query heads share H_kv key/value heads; rotary positions; an optional KV cache."
     def __init__(self, cfg:VLMConfig):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.lm_n_heads, cfg.lm_n_kv_heads, cfg.lm_head_dim
@@ -144,7 +144,7 @@ class LanguageModelGroupedQueryAttention(nn.Module):
 
     def forward(self, x, # (B, T, C)
                 cos, sin, # (B, T, D) rotary angles of the T tokens
-                attn_mask=None, # (B, 1, T, S) boolean (`causal_padding_mask`); None = plain causal, no cache
+                attn_mask=None, # (B, 1, T, L) boolean (`causal_padding_mask`); None = plain causal, no cache
                 kv_cache:KVCache|None=None, # keys/values of earlier tokens; the new ones are written into it
                 layer_idx:int=0, # which layer of `kv_cache` is ours
                ):
@@ -153,10 +153,10 @@ class LanguageModelGroupedQueryAttention(nn.Module):
             raise ValueError("attention with a KV cache needs attn_mask (from causal_padding_mask): SDPA's "
                              "is_causal assumes the queries start at key 0")
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, D)
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, D)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, H_kv, T, D)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, H_kv, T, D)
         q, k = apply_rotary_pos_embd(q, k, cos, sin)
-        if kv_cache is not None: k, v = kv_cache.update(layer_idx, k, v)  # (B, KV, S, D)
+        if kv_cache is not None: k, v = kv_cache.update(layer_idx, k, v)  # (B, H_kv, L, D)
         y = attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
                       dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, C)
@@ -172,7 +172,7 @@ class LanguageModelMLP(nn.Module):
         self.down_proj = nn.Linear(cfg.lm_inter_dim, cfg.lm_hidden_dim, bias=False)
 
     def forward(self, x):  # (B, T, C)
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # (B, T, I) -> (B, T, C)
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # (B, T, F) -> (B, T, C)
 
 # %% ../nbs/04_language_model.ipynb #396455fa
 class LanguageModelBlock(nn.Module):
@@ -236,7 +236,7 @@ class LanguageModel(nn.Module):
                        device=device or w.device, dtype=dtype or w.dtype)
 
     def forward(self, x, # (B, T) token ids if `lm_use_tokens`, else (B, T, C) embeddings
-                attention_mask=None, # (B, past + T): 1 real, 0 padding, cached and new; None = all real
+                attention_mask=None, # (B, L), L = past + T: 1 real, 0 padding; None = all real
                 kv_cache:KVCache|None=None, # new keys/values are written at [length, length + T)
                ) -> torch.Tensor: # (B, T, V) logits if `lm_use_tokens`, else (B, T, C) final hidden states
         if self.lm_use_tokens: x = self.token_embedding(x)  # (B, T, C)
@@ -244,7 +244,7 @@ class LanguageModel(nn.Module):
         past = 0 if kv_cache is None else kv_cache.length
         _check_inputs(B, T, past, attention_mask, kv_cache)
         plain = attention_mask is None and kv_cache is None  # no padding, no cache: SDPA's is_causal (fast)
-        mask = None if plain else causal_padding_mask(attention_mask, T, past, x.device)  # (B, 1, T, S)
+        mask = None if plain else causal_padding_mask(attention_mask, T, past, x.device)  # (B, 1, T, L)
         cos, sin = self.rotary_embd(position_ids(attention_mask, T, past, x.device))  # (B, T, D)
         with _one_row_kernels(x):  # decoding one token of one sequence: matrix-vector kernels
             for i, block in enumerate(self.blocks): x = block(x, cos, sin, mask, kv_cache, i)  # (B, T, C)
@@ -258,42 +258,38 @@ class LanguageModel(nn.Module):
                  max_new_tokens:int=20, # tokens to generate (no early stop)
                  use_cache:bool=True, # KV cache (fast) or full recomputation at every step (reference)
                 ) -> torch.Tensor: # (B, max_new_tokens) greedy ids
-        "Greedy decoding of `max_new_tokens` tokens per row."
-        if not self.lm_use_tokens:
-            raise ValueError("generate needs lm_use_tokens=True (token ids in, logits out)")
-        B, T = input_ids.shape
-        N = max_new_tokens
-        mask = torch.ones(B, T + N, dtype=torch.long, device=input_ids.device)  # (B, T + N), grown by slicing
-        if attention_mask is not None: mask[:, :T] = attention_mask
-        ids = torch.cat([input_ids, input_ids.new_zeros(B, N)], 1)  # (B, T + N)
-        cache = self.init_cache(B, T + N) if use_cache else None
-        logits = self(input_ids, mask[:, :T], cache)  # prefill: (B, T, V)
-        for i in range(N):
-            ids[:, T + i] = logits[:, -1].argmax(-1)
-            if i == N - 1: break
-            if use_cache: logits = self(ids[:, T + i:T + i + 1], mask[:, :T + i + 1], cache)  # one new token
-            else: logits = self(ids[:, :T + i + 1], mask[:, :T + i + 1])  # everything again
-        return ids[:, T:]
+        "Greedy decoding of `max_new_tokens` tokens per row (`_greedy_decode`)."
+        return _greedy_decode(self, input_ids, attention_mask, max_new_tokens, use_cache)
 
     @classmethod
     def from_pretrained(cls, cfg:VLMConfig, # `lm_model_type` names the checkpoint: Hub repo id or directory
                        ) -> LanguageModel:
         "The Llama checkpoint `cfg.lm_model_type` as a `LanguageModel`; sets `cfg`'s LM fields to match it."
-        src = cfg.lm_model_type
-        if not src:
-            raise ValueError("lm_model_type is empty: set it to a Hub repo id such as "
-                             "'HuggingFaceTB/SmolLM2-135M' or to a local directory holding config.json and "
-                             "*.safetensors")
-        d = find_checkpoint(src, 'lm_model_type')  # a local directory, or the Hub's download (appendix 1a)
-        hf_config = read_config(d, 'a Llama-family checkpoint directory needs one')
-        fields_, vocab = llama_config_fields(hf_config, source=src)
-        new = _target_config(cfg, fields_, vocab, src)  # validated; `cfg` itself is untouched so far
-        sd = read_safetensors(d)
-        with torch.device('meta'): kmap = _check_state(sd, cls(new), vocab, src)  # shapes only, no memory
-        for k, v in fields_.items(): setattr(cfg, k, v)  # every check has passed: now `cfg` changes
-        model = cls(cfg)
-        _copy_state(model, sd, kmap)
-        return model
+        return _load_llama(cls, cfg)
+
+# %% ../nbs/04_language_model.ipynb #b6386d3b
+def _greedy_decode(lm:LanguageModel, # in token mode (`lm_use_tokens`)
+                  input_ids, # (B, T) prompt ids, left-padded if rows differ in length
+                  attention_mask=None, # (B, T) 1 real, 0 padding; None = all real
+                  max_new_tokens:int=20, # tokens to generate (no early stop)
+                  use_cache:bool=True, # KV cache, or the whole sequence again at every step
+                 ) -> torch.Tensor: # (B, max_new_tokens) greedy ids
+    "The loop of `LanguageModel.generate`: prefill, then one token per step."
+    if not lm.lm_use_tokens:
+        raise ValueError("generate needs lm_use_tokens=True (token ids in, logits out)")
+    B, T = input_ids.shape
+    n = max_new_tokens
+    mask = torch.ones(B, T + n, dtype=torch.long, device=input_ids.device)  # (B, T + n), grown by slicing
+    if attention_mask is not None: mask[:, :T] = attention_mask
+    ids = torch.cat([input_ids, input_ids.new_zeros(B, n)], 1)  # (B, T + n)
+    cache = lm.init_cache(B, T + n) if use_cache else None
+    logits = lm(input_ids, mask[:, :T], cache)  # prefill: (B, T, V)
+    for i in range(n):
+        ids[:, T + i] = logits[:, -1].argmax(-1)
+        if i == n - 1: break
+        if use_cache: logits = lm(ids[:, T + i:T + i + 1], mask[:, :T + i + 1], cache)  # one new token
+        else: logits = lm(ids[:, :T + i + 1], mask[:, :T + i + 1])  # everything again
+    return ids[:, T:]
 
 # %% ../nbs/04_language_model.ipynb #1355e6d7
 _HF_BLOCK_KEYS = {'self_attn.q_proj': 'attn.q_proj', 'self_attn.k_proj': 'attn.k_proj',
@@ -312,11 +308,49 @@ def hf_key_map(n_blocks:int, # decoder blocks
     if not tie_weights: m['lm_head.weight'] = 'head.weight'
     return m
 
-# %% ../nbs/04_language_model.ipynb #1d01c1a9
+# %% ../nbs/04_language_model.ipynb #7d27e1f7
+def _load_llama(cls, # the model class, `LanguageModel`
+               cfg:VLMConfig, # `lm_model_type` names the checkpoint; its LM fields become the checkpoint's
+              ) -> nn.Module:
+    "`LanguageModel.from_pretrained`: the Llama checkpoint `cfg.lm_model_type`, checked, then copied."
+    src = cfg.lm_model_type
+    if not src:
+        raise ValueError("lm_model_type is empty: set it to a Hub repo id such as "
+                         "'HuggingFaceTB/SmolLM2-135M' or to a local directory holding config.json and "
+                         "*.safetensors")
+    d = find_checkpoint(src, 'lm_model_type')  # a local directory, or the Hub's download (appendix 1a)
+    hf_config = read_config(d, 'a Llama-family checkpoint directory needs one')
+    fields_, vocab = llama_config_fields(hf_config, source=src)
+    new = _target_config(cfg, fields_, vocab, src)  # validated; `cfg` itself is untouched so far
+    sd = read_safetensors(d)
+    with torch.device('meta'): kmap = _check_state(sd, cls(new), vocab, src)  # shapes only, no memory
+    for k, v in fields_.items(): setattr(cfg, k, v)  # every check has passed: now `cfg` changes
+    model = cls(cfg)
+    _copy_state(model, sd, kmap)
+    return model
+
 _HF_FIELDS = {'hidden_size': 'lm_hidden_dim', 'intermediate_size': 'lm_inter_dim',
               'num_attention_heads': 'lm_n_heads', 'num_hidden_layers': 'lm_n_blocks',
               'rms_norm_eps': 'lm_rms_eps', 'max_position_embeddings': 'lm_max_position_embeddings'}
 
+def llama_config_fields(hf:dict, # a Llama-family config.json, parsed
+                        source:str='config.json', # for error messages
+                       ) -> tuple[dict, int]:
+    "The `VLMConfig` fields a Llama config.json fixes, and the checkpoint's vocabulary size."
+    _refuse_unsupported(hf, source)
+    out = {ours: hf[k] for k, ours in _HF_FIELDS.items()}
+    out['lm_rms_eps'] = float(out['lm_rms_eps'])
+    out['lm_n_kv_heads'] = hf.get('num_key_value_heads') or hf['num_attention_heads']
+    out['lm_re_base'] = _rope_theta(hf, source)
+    out['lm_tie_weights'] = bool(hf.get('tie_word_embeddings', False))  # LlamaConfig's default is untied
+    out['lm_dropout'] = float(hf.get('attention_dropout', 0.0))
+    eos = hf.get('eos_token_id')
+    if isinstance(eos, list): eos = eos[0] if eos else None
+    if eos is not None: out['lm_eos_token_id'] = eos
+    return out, hf['vocab_size']
+
+# %% ../nbs/04_language_model.ipynb #cb0d6f09
+# What config.json may say: the refusals are explained and tested in appendix 4a
 def _rope_theta(hf:dict, source:str) -> int:
     "The RoPE base of a Llama config.json, refusing scaled variants."
     for key in ('rope_parameters', 'rope_scaling'):
@@ -349,23 +383,8 @@ def _refuse_unsupported(hf:dict, source:str):
                                     f"{hf['hidden_size']}/{hf['num_attention_heads']}; "
                                     "we derive the head dim from those")
 
-def llama_config_fields(hf:dict, # a Llama-family config.json, parsed
-                        source:str='config.json', # for error messages
-                       ) -> tuple[dict, int]:
-    "The `VLMConfig` fields a Llama config.json fixes, and the checkpoint's vocabulary size."
-    _refuse_unsupported(hf, source)
-    out = {ours: hf[k] for k, ours in _HF_FIELDS.items()}
-    out['lm_rms_eps'] = float(out['lm_rms_eps'])
-    out['lm_n_kv_heads'] = hf.get('num_key_value_heads') or hf['num_attention_heads']
-    out['lm_re_base'] = _rope_theta(hf, source)
-    out['lm_tie_weights'] = bool(hf.get('tie_word_embeddings', False))  # LlamaConfig's default is untied
-    out['lm_dropout'] = float(hf.get('attention_dropout', 0.0))
-    eos = hf.get('eos_token_id')
-    if isinstance(eos, list): eos = eos[0] if eos else None
-    if eos is not None: out['lm_eos_token_id'] = eos
-    return out, hf['vocab_size']
-
-# %% ../nbs/04_language_model.ipynb #16859f83
+# %% ../nbs/04_language_model.ipynb #0b318192
+# Checking and copying the weights: explained and tested in appendix 4a
 def _ignored_keys(sd:dict, tied:bool, source:str) -> set:
     "Checkpoint keys accepted but not loaded: stored rotary frequencies, a tied head's copy of the embedding."
     ignored = {k for k in sd if k.endswith('rotary_emb.inv_freq')}  # recomputed, not learned
@@ -399,7 +418,6 @@ def _copy_state(model:nn.Module, sd:dict, kmap:dict):
         p[:t.shape[0]].copy_(t)
         if p.shape[0] > t.shape[0]: p[t.shape[0]:] = t.float().mean(0).to(p.dtype)  # new tokens: the mean row
 
-# %% ../nbs/04_language_model.ipynb #9c703297
 def _target_config(cfg:VLMConfig, fields_:dict, vocab:int, src:str) -> VLMConfig:
     "A copy of `cfg` with the checkpoint's architecture `fields_`, validated (`cfg` itself is not changed)."
     if cfg.lm_vocab_size < vocab:
