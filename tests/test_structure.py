@@ -3,7 +3,7 @@ import ast, json, re
 from pathlib import Path
 from nbsync import ROOT, chapter_notebooks
 
-COURSE = ['00_shapes', '01_config', '01a_checkpoints', '02_vision_transformer', '03_modality_projector',
+COURSE = ['00_shapes', '01_config', '01a_checkpoints', '01b_gguf', '02_vision_transformer', '03_modality_projector',
           '04_language_model', '05_vision_language_model', '06_data', '07_training', '08_end_to_end',
           '09_benchmarks', '10_seeing_more']
 
