@@ -1,17 +1,18 @@
-"""The course as a website, built from the committed notebooks by Sphinx and MyST-NB (no notebook is executed).
+"""The course as a website, built from the committed notebooks by Sphinx and MyST-NB (nothing is executed).
 
 `python tests/docsite.py build [OUT]` writes the site into OUT (default `_docs/`, git-ignored): it copies the
-notebooks into `_proc/site/`, turns nbdev's cell directives into MyST-NB's cell tags there (the committed notebooks
-are never touched), adds an API entry under each exported cell and an API index, and runs Sphinx, offline. Any
-warning Sphinx prints fails the build. `python -m http.server -d _docs` serves it; `tests/site_check.py` checks it
-in headless Chromium. `python tests/docsite.py badges` puts an "Open in Colab" link under every chapter's title;
-`python tests/docsite.py check` prints the chapters whose link is missing or wrong (exit 1 if any).
+notebooks into `_proc/site/`, turns nbdev's cell directives into MyST-NB's cell tags there (the committed
+notebooks are never touched), adds API entries under exported cells and an API index, and runs Sphinx
+offline. Any warning of Sphinx fails the build. `python -m http.server -d _docs` serves the site;
+`tests/site_check.py` checks it in headless Chromium. `python tests/docsite.py badges` puts an "Open in Colab"
+link under every chapter's title; `python tests/docsite.py check` prints the chapters whose link is missing or
+wrong (exit 1 if any).
 
 Pages, in the sidebar's order: the chapters in filename order (grouped into the parts of the course), then the
-reference pages (`nbs/*.md`, such as "Using nanovlm", and the API index). Nothing in here names a chapter, so a
+reference pages (`nbs/*.md`, such as "Using nanovlm", and the API index). Nothing here names a chapter, so a
 renamed or added notebook needs no change.
 """
-import ast, configparser, hashlib, html, importlib, inspect, json, os, posixpath, re, shutil, sys, time
+import ast, configparser, hashlib, html, importlib, inspect, json, os, re, shutil, sys, time
 from pathlib import Path
 from nbsync import ROOT, chapter_notebooks, _files
 
@@ -54,7 +55,7 @@ def part_of(name: str) -> str:
 
 
 def page_name(path: Path) -> str:
-    "The HTML page a source file becomes: its own name (`04_language_model.ipynb` -> `04_language_model.html`)."
+    "The HTML page a source file becomes: its own name (`04_language_model.ipynb`: `04_language_model.html`)."
     return Path(path).stem + '.html'
 
 
@@ -89,7 +90,8 @@ def folded_solutions(root: Path = ROOT) -> dict:
 def chapter_page(number: str, root: Path = ROOT) -> str:
     "The page of `Chapter {number}:` (`'4'` -> `04_language_model.html`), whatever its file is called."
     found = [page_name(nb) for nb in chapter_notebooks(root) if title(nb).startswith(f'Chapter {number}:')]
-    if len(found) != 1: raise ValueError(f'expected one notebook titled `Chapter {number}: ...`, found {found}')
+    if len(found) != 1:
+        raise ValueError(f'expected one notebook titled `Chapter {number}: ...`, found {found}')
     return found[0]
 
 
@@ -116,9 +118,9 @@ def _md(source: str, cell_id: str) -> dict:
 
 
 def defined_names(code: str) -> list:
-    """(name, shown) of what a code cell defines, named as nbdev's `_modidx.py` names it: top-level functions and
-    classes, `@patch`ed methods as `Class.method`, and the methods inside each class. `shown` is True for the
-    names nbdev_docs gives an API entry (public top-level definitions)."""
+    """(name, shown) of what a code cell defines, named as nbdev's `_modidx.py` names it: top-level functions
+    and classes, `@patch`ed methods as `Class.method`, and the methods inside each class. `shown` is True for
+    the names nbdev_docs gives an API entry (public top-level definitions)."""
     from nbdev.doclinks import patch_name
     out = []
     try: body = ast.parse(code).body
@@ -141,10 +143,13 @@ def _own_doc(obj) -> str:
 
 
 def api_entry(module: str, name: str) -> str:
-    "What nbdev's `show_doc` shows for `name` of `nanovlm.{module}`: its signature with parameter comments, its doc."
+    "What nbdev's `show_doc` shows of `name` in `nanovlm.{module}`: signature, parameter comments, docstring."
     from fastcore.docments import MarkdownRenderer
     obj = importlib.import_module(f'nanovlm.{module}')
-    for part in name.split('.'): obj = getattr(obj, part)
+    for part in name.split('.'):
+        if not hasattr(obj, part):
+            raise ValueError(f'nanovlm.{module} has no {name} to document: run nbdev_export')
+        obj = getattr(obj, part)
     sig = str(MarkdownRenderer(obj, name=name).dm)
     if inspect.isclass(obj): sig = re.sub(r'^def ', 'class ', sig)
     doc = _own_doc(obj)
@@ -154,17 +159,24 @@ def api_entry(module: str, name: str) -> str:
 
 
 def _anchors(names: list) -> str:
-    "The `#anchor` of each name, as nbdev's `_modidx.py` links to it (`VLMConfig.validate` -> `vlmconfig.validate`)."
+    "The `#anchor` of each name, as nbdev's `_modidx.py` links to it: the name in lower case."
     spans = ''.join(f'<span id="{html.escape(n.lower())}"></span>' for n in names)
     return f'<div class="api-anchors">{spans}</div>'
 
 
-def prepare_cell(cell: dict, module: str | None, api=api_entry) -> list:
-    """The cells that show `cell` on the site: none for hidden ones, else a copy with its directives turned into
-    tags, under the anchors of the names it exports and above their API entries (`api(module, name)`)."""
+_re_show_doc = re.compile(r'^show_doc\(\s*([\w.]+)\s*(?:,[^)]*)?\)\s*$')
+
+
+def prepare_cell(cell: dict, module: str | None, api=api_entry, documented=frozenset()) -> list:
+    """The cells that show `cell` on the site: none for hidden ones, else a copy with its directives turned
+    into tags, under the anchors of the names it exports and above their API entries (`api(module, name)`),
+    except for the names that a `show_doc` cell of the notebook documents (`documented`): that cell is their
+    entry."""
     if cell['cell_type'] != 'code': return [{**cell, 'source': ''.join(cell['source'])}]
     found, code = directives(''.join(cell['source']))
     if found.keys() & _HIDDEN or found.get('include') == 'false': return []
+    cid = cell.get('id', 'cell')
+    if m := _re_show_doc.match(code): return [_md(api(module, m.group(1)), f'{cid}-api')]  # anew, like nbdev
     tags, meta = [], {}
     if found.get('code-fold') == 'true':
         tags.append('hide-input')
@@ -179,8 +191,7 @@ def prepare_cell(cell: dict, module: str | None, api=api_entry) -> list:
     mod = found[next(iter(exports))] or module
     names = defined_names(code)
     if not names: return out
-    cid = cell.get('id', 'cell')
-    shown = [n for n, show in names if show and 'exporti' not in exports]
+    shown = [n for n, show in names if show and 'exporti' not in exports and n not in documented]
     entries = [_md(api(mod, n), f'{cid}-api{i}') for i, n in enumerate(shown)]
     return [_md(_anchors([n for n, _ in names]), f'{cid}-anchors')] + out + entries
 
@@ -196,7 +207,8 @@ def _link_targets(source: str, nb_dir: Path, root: Path) -> str:
         target, frag = m[2].partition('#')[::2]
         if not target or re.match(r'^[a-z][a-z0-9+.-]*:|^/', target): return m[0]
         path = (nb_dir / target).resolve()
-        if path.is_relative_to(nb_dir) or not path.is_relative_to(root.resolve()) or not path.exists(): return m[0]
+        if path.is_relative_to(nb_dir) or not path.is_relative_to(root.resolve()) or not path.exists():
+            return m[0]  # a page or picture of the site; or a link to nowhere, which the build reports
         url = f'{_github(root)}/{path.relative_to(root.resolve()).as_posix()}' + (f'#{frag}' if frag else '')
         return f'{m[1]}{url})'
     return re.sub(r'(\]\()([^)\s]+)\)', fix, source)
@@ -207,9 +219,11 @@ def prepare_notebook(nb_path: Path, root: Path = ROOT, api=api_entry) -> dict:
     nb = json.loads(nb_path.read_text(encoding='utf-8'))
     module = next((d.get('default_exp') for c in nb['cells'] if c['cell_type'] == 'code'
                    for d in [directives(''.join(c['source']))[0]] if d.get('default_exp')), None)
+    codes = [directives(''.join(c['source']))[1] for c in nb['cells'] if c['cell_type'] == 'code']
+    documented = {m.group(1) for code in codes if (m := _re_show_doc.match(code))}
     cells, nb_dir = [], nb_path.parent.resolve()
     for cell in nb['cells']:
-        for c in prepare_cell(cell, module, api):
+        for c in prepare_cell(cell, module, api, documented):
             if c['cell_type'] == 'markdown': c['source'] = _link_targets(c['source'], nb_dir, root)
             cells.append(c)
     meta = {'kernelspec': {'display_name': 'Python 3', 'language': 'python', 'name': 'python3'},
@@ -217,7 +231,7 @@ def prepare_notebook(nb_path: Path, root: Path = ROOT, api=api_entry) -> dict:
     return {**nb, 'cells': cells, 'metadata': meta}
 
 
-# ---- the API index and the sidebar --------------------------------------------------------------------------
+# ---- the API index and the sidebar -----------------------------------------------------------------------
 
 def _modidx(root: Path) -> dict:
     "nbdev's index of the library: {module: {name: 'page.html#anchor'}}, read without importing the package."
@@ -227,23 +241,26 @@ def _modidx(root: Path) -> dict:
 
 
 def api_index(root: Path = ROOT) -> str:
-    """The API index page: every name `_modidx.py` lists, under the chapter that defines it, linked to the place
-    in that chapter (nbdev names a notebook's page without its number: `config.html` is `01_config.ipynb`)."""
+    """The API index page: every name `_modidx.py` lists, under the chapter that defines it, linked to its
+    place in that chapter (nbdev names a notebook's page without its number: `config.html` is
+    `01_config.ipynb`)."""
     from nbdev.doclinks import _nbpath2html
     nbs = {_nbpath2html(Path(nb.name)).name: nb for nb in chapter_notebooks(root)}
     by_nb = {}
     for mod, names in _modidx(root).items():
         for name, link in names.items():
             page, anchor = link.split('#', 1)
-            if page not in nbs: raise ValueError(f'_modidx.py links {name} to {page}, which no notebook makes: '
-                                                 'run nbdev_export')
+            if page not in nbs:
+                raise ValueError(f'_modidx.py links {name} to {page}, which no notebook makes: '
+                                 'run nbdev_export')
             by_nb.setdefault(nbs[page], []).append((name, f'{page_name(nbs[page])}#{anchor}'))
-    lines = ['# API index', '', 'Every name the library exports, under the chapter that writes it: a link leads '
-             'to its code. Names that start with `_` are helpers a reader can skip.', '']
+    lines = ['# API index', '', 'Every name the library exports, under the chapter that writes it: a link '
+             'leads to its code. Names that start with `_` are helpers a reader can skip.', '']
+    private = lambda name: any(p.startswith('_') for p in name.split('.')[1:])
     for nb in sorted(by_nb):
-        items = sorted(by_nb[nb], key=lambda x: (any(p.startswith('_') for p in x[0].split('.')[1:]), x[0]))
-        links = ''.join(f'<li><a href="{html.escape(href)}"><code>{html.escape(name.split(".", 1)[1])}</code>'
-                        f'</a></li>' for name, href in items)
+        items = sorted(by_nb[nb], key=lambda x: (private(x[0]), x[0]))
+        links = ''.join(f'<li><a href="{html.escape(href)}"><code>{html.escape(name.split(".", 1)[1])}'
+                        f'</code></a></li>' for name, href in items)
         lines += [f'## {title(nb)}', '', f'<ul class="api-index">{links}</ul>', '']
     return '\n'.join(lines)
 
@@ -278,12 +295,14 @@ a[href^="https://colab.research.google.com/"] {
 .api-entry p.rubric.api-name { font-family: var(--pst-font-family-monospace); margin-top: 0.6rem; }
 .api-anchors { height: 0; }
 ul.api-index { columns: 3 14rem; }
-article section > h1 + blockquote { font-style: italic; font-size: 1.15rem; border-left: none; padding-left: 0; }
+article section > h1 + blockquote { font-style: italic; font-size: 1.15rem; border-left: none;
+  padding-left: 0; }
 math[display="block"] { margin: 1rem 0; }
 """
 
-FAVICON = """<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" \
-fill="#f9ab00"/><text x="8" y="12.5" font-size="12" text-anchor="middle" font-family="sans-serif">n</text></svg>
+FAVICON = """<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">
+<rect width="16" height="16" rx="3" fill="#f9ab00"/>
+<text x="8" y="12.5" font-size="12" text-anchor="middle" font-family="sans-serif">n</text></svg>
 """
 
 
@@ -298,7 +317,9 @@ def site_sources(root: Path = ROOT, api=api_entry) -> dict:
             nb = prepare_notebook(path, root, api)
             if inner.name == 'index.ipynb': nb['cells'].append(_md(toctree(root), 'toctree'))
             want[inner] = json.dumps(nb, indent=1, ensure_ascii=False).encode()
-        elif path.suffix not in ('.ipynb', '.md') or len(inner.parts) == 1: want[inner] = path.read_bytes()
+        elif path.suffix == '.md' and len(inner.parts) == 1:
+            want[inner] = _link_targets(path.read_text(encoding='utf-8'), nbs.resolve(), root).encode()
+        elif path.suffix not in ('.ipynb', '.md'): want[inner] = path.read_bytes()
     if Path(f'{API_PAGE}.md') in want or Path(f'{API_PAGE}.ipynb') in want:
         raise ValueError(f'nbs/{API_PAGE}.* would replace the API index: rename it')
     stems = [p.stem for p in want if len(p.parts) == 1 and p.suffix in ('.ipynb', '.md')]
@@ -330,7 +351,7 @@ def sphinx_config(root: Path = ROOT) -> dict:
         'html_theme_options': {'repository_url': cfg['git_url'], 'repository_branch': cfg['branch'],
                                'path_to_docs': cfg['nbs_path'], 'use_repository_button': True,
                                'show_toc_level': 2, 'navigation_with_keys': False,
-                               'use_download_button': False},  # it offers the prepared copy, not the notebook
+                               'use_download_button': False},  # it would offer the copy, not the notebook
         'html_context': {'default_mode': 'light'},  # without it the theme logs an error on a first visit
         'html_favicon': '_static/favicon.svg',  # else the browser asks for /favicon.ico, which is not there
         'exclude_patterns': ['_static'],
@@ -344,14 +365,14 @@ def build(out: Path = OUT, root: Path = ROOT, work: Path = WORK, quiet: bool = T
     from sphinx.application import Sphinx
     os.environ.setdefault('MPLBACKEND', 'Agg')  # the API entries import the library
     if str(Path(__file__).parent) not in sys.path: sys.path.insert(0, str(Path(__file__).parent))
-    for d in (work, out): shutil.rmtree(d, ignore_errors=True)  # a fresh build: nothing of a renamed page stays
+    for d in (work, out): shutil.rmtree(d, ignore_errors=True)  # fresh: nothing of a renamed page stays
     for rel, data in site_sources(root).items():
         (work / 'src' / rel).parent.mkdir(parents=True, exist_ok=True)
         (work / 'src' / rel).write_bytes(data)
     warnings = StringIO()
     conf = {**sphinx_config(root), 'nanovlm_work': str(work)}
-    app = Sphinx(str(work / 'src'), None, str(out), str(work / 'doctrees'), 'html', confoverrides=conf, status=None if quiet else sys.stdout, warning=warnings,
-                 freshenv=True)
+    app = Sphinx(str(work / 'src'), None, str(out), str(work / 'doctrees'), 'html', confoverrides=conf,
+                 status=None if quiet else sys.stdout, warning=warnings, freshenv=True)
     app.build()
     if warnings.getvalue().strip(): raise RuntimeError(f'Sphinx warned:\n{warnings.getvalue()}')
     return out
@@ -359,20 +380,26 @@ def build(out: Path = OUT, root: Path = ROOT, work: Path = WORK, quiet: bool = T
 
 # ---- the Sphinx extension (`extensions = ['docsite']`) ---------------------------------------------------
 
-def _mathml(latex: str, block: bool) -> str:
+def _mathml(node, block: bool) -> str:
+    "The formula as MathML; LaTeX that latex2mathml cannot read is a warning naming it (the build fails)."
     from latex2mathml.converter import convert
-    return convert(latex, display='block' if block else 'inline')
+    from sphinx.util import logging
+    try: return convert(node.astext(), display='block' if block else 'inline')
+    except Exception as e:
+        logging.getLogger('docsite').warning(f'formula {node.astext()!r} cannot be drawn: {e!r}',
+                                             location=node)
+        return f'<code>{html.escape(node.astext())}</code>'
 
 
 def _visit_math(self, node):
-    self.body.append(_mathml(node.astext(), False))
     from docutils import nodes
+    self.body.append(_mathml(node, False))
     raise nodes.SkipNode
 
 
 def _visit_math_block(self, node):
-    self.body.append(f'<div class="math-block">{_mathml(node.astext(), True)}</div>')
     from docutils import nodes
+    self.body.append(f'<div class="math-block">{_mathml(node, True)}</div>')
     raise nodes.SkipNode
 
 
@@ -380,14 +407,15 @@ def _nb_outputs_into_work(app):
     "MyST-NB writes the notebooks' pictures next to the output folder: keep them in `_proc/site` instead."
     cfg = getattr(app.env, 'mystnb_config', None)
     if cfg is not None and app.config.nanovlm_work:
-        app.env.mystnb_config = cfg.copy(output_folder=str(Path(app.config.nanovlm_work) / 'jupyter_execute'))
+        folder = Path(app.config.nanovlm_work) / 'jupyter_execute'
+        app.env.mystnb_config = cfg.copy(output_folder=str(folder))
 
 
 # Elements a chapter's prose may write as HTML; anything else in angle brackets (`<image>`, nanoVLM's image
 # token) is text the author forgot to put in backticks: browsers would turn `<image>` into a broken picture.
-HTML_TAGS = set('''a abbr b blockquote br caption center code col colgroup dd del details div dl dt em figcaption
-figure font h1 h2 h3 h4 h5 h6 hr i iframe img ins kbd li mark math ol p pre q s samp section small span strong
-style sub summary sup table tbody td tfoot th thead tr tt u ul var video'''.split())
+HTML_TAGS = set('''a abbr b blockquote br caption center code col colgroup dd del details div dl dt em
+figcaption figure font h1 h2 h3 h4 h5 h6 hr i iframe img ins kbd li mark math ol p pre q s samp section small
+span strong style sub summary sup table tbody td tfoot th thead tr tt u ul var video'''.split())
 _re_tag = re.compile(r'^</?([A-Za-z][\w-]*)(\s[^>]*)?/?>$')
 
 
@@ -418,7 +446,7 @@ def colab_url(nb_path: Path, root: Path = ROOT) -> str:
 
 def badge(nb_path: Path, root: Path = ROOT) -> str:
     "The Colab link cell's text."
-    # A text link, not a shields.io picture: shows behind a firewall, in Colab; the site's CSS makes it a badge.
+    # A text link, not a shields.io picture: shows behind a firewall, in Colab; the site's CSS draws a badge.
     return f'[Open in Colab]({colab_url(nb_path, root)})'
 
 

@@ -1,13 +1,14 @@
 """Checks a built course site the way a reader meets it: served over HTTP and opened in headless Chromium.
 
-`python tests/site_check.py [_docs] [--artifacts _artifacts/site]` checks the site that `python tests/docsite.py
-build` wrote, prints one line per problem and exits 1 if there is any. Every HTML file is scanned for internal
-links that lead nowhere (a missing file, or an `#anchor` its target lacks). Every page is opened in Chromium and
-reports console errors and uncaught exceptions, HTTP errors, pictures that did not load (natural width 0),
-formulas not drawn, requests to other hosts (blocked: a reader behind a firewall cannot make them), a sidebar
-that does not list the pages in reading order, and folded solutions that are missing, shown before a click, or
-that do not show their code when clicked. The site's search must find a term in the chapter that teaches it.
-Screenshots of the landing page, a chapter and an opened solution go to the artifacts folder.
+`python tests/site_check.py [_docs] [--artifacts _artifacts/site]` checks the site that
+`python tests/docsite.py build` wrote, prints one line per problem and exits 1 if there is any. Every HTML file is
+scanned for internal links that lead nowhere (a missing file, or an `#anchor` its target lacks). Every page is
+opened in Chromium and reports console errors and uncaught exceptions, HTTP errors, pictures that did not load
+(natural width 0), formulas not drawn, requests to other hosts (blocked: a reader behind a firewall cannot
+make them), a sidebar that does not list the pages in reading order, and folded solutions that are missing,
+shown before a click, or that do not show their code when clicked. The site's search must find a term in the
+chapter that teaches it. Screenshots of the landing page, a chapter and an opened solution go to the artifacts
+folder.
 """
 import functools, os, shutil, sys, threading
 from html.parser import HTMLParser
@@ -15,9 +16,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
-# The sidebar's page links (pydata-sphinx-theme, which sphinx-book-theme builds on); its part captions are <p>s.
+# The sidebar's page links (pydata-sphinx-theme's markup, which sphinx-book-theme uses); captions are <p>s.
 SIDEBAR_LINKS = 'nav.bd-docs-nav li.toctree-l1 > a'
-# A cell MyST-NB renders folded (the `hide-input` tag that `#| code-fold: true` becomes), its toggle and its code.
+# A cell MyST-NB shows folded (the `hide-input` tag that `#| code-fold: true` becomes), its toggle, its code.
 FOLDED, TOGGLE, CODE = 'div.cell.tag_hide-input', 'details > summary', '.cell_input'
 SEARCH = ('RoPE', '4')  # a term, and the number of the chapter that teaches it: the search must find it there
 _LAUNCH_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
@@ -194,10 +195,11 @@ def _search_problems(page, base: str, term: str, want: str) -> list:
 
 def check_site(site: Path, pages: list, folded: dict | None = None, search: tuple | None = None,
                artifacts: Path | None = None, chromium: str | None = None, visit: list | None = None) -> list:
-    """Every problem found in the site at `site`. `pages`: (title, page) of the landing page, then of every page
-    the sidebar lists, in order. `folded`: {page: how many folded solutions it holds} (others hold none).
+    """Every problem found in the site at `site`. `pages`: (title, page) of the landing page, then of every
+    page the sidebar lists, in order. `folded`: {page: how many folded solutions it holds} (others hold none).
     `search`: (term, page) that the search must find. Screenshots (landing, first page with a folded solution,
-    an opened solution) go to `artifacts`. `visit`: the pages to open (default: all); links are checked on all."""
+    an opened solution) go to `artifacts`. `visit`: the pages to open (default: all); links are checked on
+    all."""
     from playwright.sync_api import sync_playwright
     site, folded = Path(site).resolve(), folded or {}
     problems = link_problems(site)
@@ -221,7 +223,8 @@ def check_site(site: Path, pages: list, folded: dict | None = None, search: tupl
                 route.abort()
             ctx.route('**/*', _route)
             if visit is None:
-                visit = [p for _, p in pages] + [r for r in html_pages(site) if r not in {p for _, p in pages}]
+                listed = [p for _, p in pages]
+                visit = listed + [r for r in html_pages(site) if r not in listed]
             for rel in visit + (['search'] if search else []):
                 page = ctx.new_page()
                 n = len(external)
@@ -245,7 +248,7 @@ if __name__ == '__main__':
     ap.add_argument('--artifacts', default='_artifacts/site', help='where the screenshots go')
     args = ap.parse_args()
     if not find_chromium(): sys.exit('site_check: no Chromium: install chromium, or set NANOVLM_CHROMIUM')
-    found = check_site(Path(args.site), site_pages(), folded_solutions(), (SEARCH[0], chapter_page(SEARCH[1])),
-                       Path(args.artifacts))
+    search = (SEARCH[0], chapter_page(SEARCH[1]))
+    found = check_site(Path(args.site), site_pages(), folded_solutions(), search, Path(args.artifacts))
     print('\n'.join(found) or f'{args.site}: no problems; screenshots in {args.artifacts}')
     sys.exit(1 if found else 0)

@@ -1,11 +1,11 @@
 """The course site: built from the notebooks by `python tests/docsite.py build`, checked in Chromium.
 
-The tests marked `browser` build the site from a clean copy of the project with the documented command, check it
-page by page in headless Chromium (Playwright driving the system's chromium), and show that the check fails on
-real pages damaged on purpose. They are skipped, with the reason, where Sphinx (the `[docs]` extra), Playwright or
-Chromium is missing; `.ci/run` installs all three.
+The tests marked `browser` build the site from a clean copy of the project with the documented command, check
+it page by page in headless Chromium (Playwright driving the system's chromium), and show that the check fails
+on real pages damaged on purpose. They are skipped, with the reason, where Sphinx (the `[docs]` extra),
+Playwright or Chromium is missing; `.ci/run` installs all three.
 """
-import configparser, json, re, shutil, subprocess, sys
+import configparser, json, os, re, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 from PIL import Image
@@ -39,7 +39,8 @@ def _code(source: str, cid='c1', outputs=()) -> dict:
 # ---- nbdev's directives ------------------------------------------------------------------------------------
 
 def test_directives_are_read_from_the_top_of_a_cell_and_stripped():
-    found, code = directives('#| code-fold: true\n#|code-summary: "Solution to exercise 2"\nx = 1\n#| hide\ny = 2')
+    cell = '#| code-fold: true\n#|code-summary: "Solution to exercise 2"\nx = 1\n#| hide\ny = 2'
+    found, code = directives(cell)
     assert found == {'code-fold': 'true', 'code-summary': 'Solution to exercise 2'}
     assert code == 'x = 1\n#| hide\ny = 2', 'only the leading block is directives'
     assert directives('#| export\ndef f(): pass  #| hide_line\ng = 1') == ({'export': ''}, 'g = 1')
@@ -49,11 +50,12 @@ def test_each_directive_becomes_what_nbdev_docs_shows():
     assert prepare_cell(_code('#| hide\nfrom fastcore.test import *'), 'm', _no_api) == []
     assert prepare_cell(_code('#| default_exp config'), 'm', _no_api) == []
     out = [{'output_type': 'stream', 'name': 'stdout', 'text': '4\n'}]
-    [folded] = prepare_cell(_code('#| code-fold: true\n#| code-summary: "Solution to exercise 1"\nprint(2 + 2)',
-                                  outputs=out), 'm', _no_api)
+    summary = 'Solution to exercise 1'
+    cell = _code(f'#| code-fold: true\n#| code-summary: "{summary}"\nprint(2 + 2)', outputs=out)
+    [folded] = prepare_cell(cell, 'm', _no_api)
     assert folded['source'] == 'print(2 + 2)' and folded['outputs'] == out
-    assert folded['metadata'] == {'tags': ['hide-input'], 'mystnb': {'code_prompt_show': 'Solution to exercise 1',
-                                                                     'code_prompt_hide': 'Solution to exercise 1'}}
+    assert folded['metadata'] == {'tags': ['hide-input'],
+                                  'mystnb': {'code_prompt_show': summary, 'code_prompt_hide': summary}}
     assert prepare_cell(_code('#| echo: false\nx'), 'm', _no_api)[0]['metadata'] == {'tags': ['remove-input']}
     md = {'cell_type': 'markdown', 'id': 'm1', 'metadata': {}, 'source': ['# Title\n', 'text']}
     assert prepare_cell(md, 'm', _no_api) == [{**md, 'source': '# Title\ntext'}]
@@ -65,7 +67,7 @@ def test_an_exported_cell_shows_its_code_between_its_anchors_and_its_api_entries
     anchors, code, *entries = prepare_cell(_code(src), 'shapes', _no_api)
     assert code['source'] == src.removeprefix('#| export\n') and code['metadata'] == {}
     ids = re.findall(r'id="([^"]+)"', anchors['source'])
-    assert ids == ['box', 'box.area', 'box.grow', '_helper', 'pack'], 'nbdev _modidx.py anchors: lowercase names'
+    assert ids == ['box', 'box.area', 'box.grow', '_helper', 'pack'], "nbdev's _modidx.py anchors"
     assert [e['source'] for e in entries] == ['API shapes.Box', 'API shapes.Box.grow', 'API shapes.pack']
     assert len({c['id'] for c in [anchors, code] + entries}) == 5, 'every cell keeps a distinct id'
     assert defined_names(src.removeprefix('#| export\n')) == [('Box', True), ('Box.area', False),
@@ -76,6 +78,15 @@ def test_an_exported_cell_shows_its_code_between_its_anchors_and_its_api_entries
     assert entry['source'] == 'API other.pack', '`#| export other` exports to another module'
 
 
+def test_a_show_doc_cell_is_the_entry_of_its_name():
+    "Where a chapter calls `show_doc` itself, that is where the entry goes (rendered anew, as nbdev does)."
+    out = [{'output_type': 'execute_result', 'data': {'text/markdown': ['### pack'], 'text/plain': ['x']}}]
+    assert prepare_cell(_code('show_doc(pack)', 'b', out), 'm', _no_api) == [
+        {'cell_type': 'markdown', 'id': 'b-api', 'metadata': {}, 'source': 'API m.pack'}]
+    cells = prepare_cell(_code('#| export\ndef pack(): pass\ndef unpack(): pass'), 'm', _no_api, {'pack'})
+    assert [c['source'] for c in cells[2:]] == ['API m.unpack']
+
+
 def test_api_entries_are_what_show_doc_shows():
     "The signature with its parameter comments (nbdev's docments), the object's own docstring, in a box."
     entry = docsite.api_entry('config', 'VLMConfig')
@@ -83,7 +94,8 @@ def test_api_entries_are_what_show_doc_shows():
     assert 'class VLMConfig(\n    vit_hidden_dim:int=768, # ' in entry
     from nanovlm.config import VLMConfig
     assert VLMConfig.__doc__.strip() in entry
-    assert 'Base class for all neural network modules' not in docsite.api_entry('language_model', 'LanguageModel')
+    lm = docsite.api_entry('language_model', 'LanguageModel')
+    assert 'Base class for all neural network modules' not in lm, "not nn.Module's docstring"
 
 
 def test_links_that_leave_the_notebooks_folder_go_to_github():
@@ -105,10 +117,11 @@ def test_tags_that_are_no_html_element_are_shown_as_text():
     doc = nodes.document(None, None)
     doc += para
     docsite._text_for_unknown_tags(None, doc)
-    assert para.astext() == 'compare <image><kbd>' and [type(n).__name__ for n in para] == ['Text', 'Text', 'raw']
+    assert para.astext() == 'compare <image><kbd>'
+    assert [type(n).__name__ for n in para] == ['Text', 'Text', 'raw']
 
 
-# ---- pages, sidebar, API index -------------------------------------------------------------------------------
+# ---- pages, sidebar, API index -----------------------------------------------------------------------------
 
 def test_sidebar_lists_every_chapter_in_filename_order_then_the_reference_pages():
     entries = sidebar()
@@ -136,15 +149,26 @@ def test_parts_follow_chapter_numbers():
 
 def test_pages_follow_a_renamed_or_added_chapter(tmp_path):
     repo = scratch_copy(ROOT, tmp_path / 'repo')
-    nb = chapter_notebooks(repo)[-1]
-    nb.rename(nb.with_name('11_serving.ipynb'))
-    (repo / 'nbs' / 'using_nanovlm.md').write_text('# Using nanovlm\n\nHow to build the site.\n')
-    renamed = docsite.title(repo / 'nbs' / '11_serving.ipynb')
-    assert sidebar(repo)[-3:] == [('Going further', renamed, '11_serving.html'),
+    first, last = chapter_notebooks(repo)[0], chapter_notebooks(repo)[-1]
+    stem = re.sub(r'^\d+[a-z]*_', '', last.stem)
+    renamed = last.rename(last.with_name(f'99_{stem}.ipynb'))  # renumbered: nbdev's page name stays
+    md = f'# Using nanovlm\n\nSee [the scripts](../experiments/README.md) and [chapter 0]({first.name}).\n'
+    (repo / 'nbs' / 'using_nanovlm.md').write_text(md)
+    sources = site_sources(repo, _no_api)
+    page = sources[Path('using_nanovlm.md')].decode()
+    assert '(https://github.com/nanovlm/nanovlm/blob/main/experiments/README.md)' in page
+    assert f'[chapter 0]({first.name})' in page
+    assert Path(renamed.name) in sources and Path(last.name) not in sources
+    page = renamed.with_suffix('.html').name
+    assert sidebar(repo)[-3:] == [('Going further', docsite.title(renamed), page),
                                   (REFERENCE, 'Using nanovlm', 'using_nanovlm.html'),
                                   (REFERENCE, 'API index', 'api.html')]
     assert chapter_page('4', repo) == chapter_page('4')
-    with pytest.raises(ValueError, match='expected one notebook titled `Chapter 99: ...`'): chapter_page('99', repo)
+    with pytest.raises(ValueError, match='expected one notebook titled `Chapter 99: ...`'):
+        chapter_page('99', repo)
+    renamed.rename(renamed.with_name('99_renamed.ipynb'))  # a new name, and the library not exported again
+    with pytest.raises(ValueError, match=f'to {stem}.html, which no notebook makes: run nbdev_export'):
+        site_sources(repo, _no_api)
 
 
 def test_every_exported_name_has_its_anchor_in_its_chapter():
@@ -209,7 +233,8 @@ def test_colab_links_are_inserted_once_and_survive_nbdev(tmp_path):
     assert [(p.name, json.loads(p.read_text())['cells'][0]) for p in chapter_notebooks(repo)] == titles
     assert clean_drift(repo) == [] and export_drift(repo) == []
     nb = chapter_notebooks(repo)[0]
-    shown = [c['source'] for c in prepare_notebook(nb, repo, _no_api)['cells'] if c['cell_type'] == 'markdown']
+    cells = prepare_notebook(nb, repo, _no_api)['cells']
+    shown = [c['source'] for c in cells if c['cell_type'] == 'markdown']
     assert any('colab.research.google.com' in src for src in shown), 'the link is on the page'
     nb_json = json.loads(nb.read_text())
     colab = 'https://colab.research.google.com/github'
@@ -227,19 +252,20 @@ def test_every_chapter_has_a_colab_link():
     assert badge_problems() == [], 'run `python tests/docsite.py badges` and commit the notebooks'
 
 
-# ---- the link check, without a browser -----------------------------------------------------------------------
+# ---- the link check, without a browser ---------------------------------------------------------------------
 
 def test_link_check_without_a_browser(tmp_path):
     site = tmp_path / 'site'
     (site / 'figs').mkdir(parents=True)
     Image.new('RGB', (40, 30), (200, 60, 90)).save(site / 'figs' / 'grid.png')
-    (site / 'index.html').write_text('<img src="figs/grid.png"><a href="a.html#grid">a</a><a href="#top">t</a>'
-                                     '<a id="top"></a><a href="https://x.org/#y">x</a>')
+    (site / 'index.html').write_text('<img src="figs/grid.png"><a href="a.html#grid">a</a>'
+                                     '<a href="#top">t</a><a id="top"></a><a href="https://x.org/#y">x</a>')
     (site / 'a.html').write_text('<h2 id="grid">Grid</h2><a href="./">home</a>')
     (site / '_static').mkdir()
     (site / '_static' / 'macros.html').write_text('<a href="{{ pathto(x) }}">a template, not a page</a>')
     assert link_problems(site) == []
-    (site / 'index.html').write_text('<img src="figs/grids.png"><a href="a.html#grids">a</a><a href="no/">n</a>')
+    (site / 'index.html').write_text('<img src="figs/grids.png"><a href="a.html#grids">a</a>'
+                                     '<a href="no/">n</a>')
     assert link_problems(site) == [
         "index.html: broken link 'figs/grids.png' (img src): no such file",
         "index.html: broken link 'a.html#grids' (a href): no id 'grids' in a.html",
@@ -254,7 +280,8 @@ def built(tmp_path_factory):
     try: import sphinx, myst_nb, sphinx_book_theme  # noqa: F401
     except ImportError: pytest.skip('the site builder is not installed: .venv/bin/pip install -e ".[docs]"')
     repo = scratch_copy(ROOT, tmp_path_factory.mktemp('site') / 'repo')
-    r = subprocess.run([sys.executable, 'tests/docsite.py', 'build'], cwd=repo, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, 'tests/docsite.py', 'build'], cwd=repo, capture_output=True,
+                       text=True)
     assert r.returncode == 0, f'the build failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}'
     print(r.stdout)
     return repo
@@ -264,7 +291,8 @@ def built(tmp_path_factory):
 def test_the_course_site(built, chromium):
     "`python tests/site_check.py` on the built site: no problem at all; screenshots in _artifacts/site."
     r = subprocess.run([sys.executable, 'tests/site_check.py', '_docs', '--artifacts', str(ARTIFACTS)],
-                       cwd=built, capture_output=True, text=True, env={'NANOVLM_CHROMIUM': chromium, **_env()})
+                       cwd=built, capture_output=True, text=True,
+                       env={**os.environ, 'NANOVLM_CHROMIUM': chromium})
     assert r.returncode == 0, f'the check failed:\n{r.stdout[-6000:]}\n{r.stderr[-4000:]}'
     shots = sorted(p.name for p in ARTIFACTS.iterdir())
     assert shots == ['chapter.png', 'landing.png', 'solution.png']
@@ -274,11 +302,6 @@ def test_the_course_site(built, chromium):
     assert pages <= {p.name for p in site.glob('*.html')}
     assert (site / '.nojekyll').is_file() and not (built / 'jupyter_execute').exists()
     assert len(list((site / '_images').glob('*.png'))) >= 20, "the notebooks' figures"
-
-
-def _env() -> dict:
-    import os
-    return {k: v for k, v in os.environ.items() if k != 'NANOVLM_CHROMIUM'}
 
 
 def _edit(path: Path, old: str, new: str, count: int = 1):
@@ -306,14 +329,16 @@ def test_the_check_fails_on_damaged_pages(built, chromium, tmp_path):
     _edit(site / anchor_page, first.group(0), f'<a href="{first.group(1)}#{first.group(2)}-gone">')
     # a solution that does not open: the theme's style keeps its code hidden when clicked
     shut_page = chapters[2]
-    _edit(site / shut_page, '</head>', '<style>details[open] > .cell_input {display: none !important}</style></head>')
+    _edit(site / shut_page, '</head>', '<style>details[open] > .cell_input {display: none !important}</style>'
+                                       '</head>')
     # a solution that is not folded any more
     open_page = chapters[3]
     _edit(site / open_page, 'tag_hide-input', 'tag_shown')
     # a console error, a request to another host, and the sidebar out of order
     _edit(site / 'index.html', '</body>', '<script>console.error("deliberate console error")</script></body>')
     font_page = chapters[4]
-    _edit(site / font_page, '</head>', '<link rel="stylesheet" href="https://fonts.googleapis.com/css2?f=S"></head>')
+    font = 'https://fonts.googleapis.com/css2?f=S'
+    _edit(site / font_page, '</head>', f'<link rel="stylesheet" href="{font}"></head>')
     order_page = chapters[5]
     li = re.findall(r'<li class="toctree-l1"><a class="reference internal" href="[^"]+">[^<]+</a></li>',
                     (site / order_page).read_text())
@@ -326,10 +351,10 @@ def test_the_check_fails_on_damaged_pages(built, chromium, tmp_path):
         f"{link_page}: broken link 'gone.html' (a href): no such file",
         f"api.html: broken link '{first.group(1)}#{first.group(2)}-gone' (a href): no id "
         f"'{first.group(2)}-gone' in {first.group(1)}",
-        f'{shut_page}: folded solution 1 (\'{_summary(site / shut_page)}\') does not show its code when clicked',
+        f'{shut_page}: folded solution 1 ({_summary(site / shut_page)!r}) does not show its code when '
+        'clicked',
         f'{open_page}: {folded[open_page] - 1} folded solutions, expected {folded[open_page]}',
-        f'{font_page}: requested https://fonts.googleapis.com/css2?f=S from another host (blocked: a reader '
-        'behind a firewall cannot)',
+        f'{font_page}: requested {font} from another host (blocked: a reader behind a firewall cannot)',
         f"{order_page}: sidebar entry 1 is {_text(li[1])!r} ({_href(li[1])}), expected {_text(li[0])!r} "
         f"({_href(li[0])})"]
     for e in expected: assert e in problems
