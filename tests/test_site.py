@@ -302,6 +302,12 @@ def test_the_course_site(built, chromium):
     assert pages <= {p.name for p in site.glob('*.html')}
     assert (site / '.nojekyll').is_file() and not (built / 'jupyter_execute').exists()
     assert len(list((site / '_images').glob('*.png'))) >= 20, "the notebooks' figures"
+    html = {p.name: p.read_text(encoding='utf-8') for p in site.glob('*.html')}
+    assert [n for n, h in html.items() if re.search(r'<span class="c1">#\s*\|', h)] == [], 'no `#|` shown'
+    entries = set(re.findall(r'<p class="api-name rubric">([^<]+)</p>', ''.join(html.values())))
+    public = {n.split('.', 2)[2] for names in docsite._modidx(built).values() for n in names
+              if not n.split('.', 2)[2].startswith('_') and '.' not in n.split('.', 2)[2]}
+    assert public - entries == set(), 'every public function and class has an API entry, as show_doc shows'
 
 
 def _edit(path: Path, old: str, new: str, count: int = 1):
