@@ -147,7 +147,10 @@ def _folded_problems(page, rel: str, expected: int, shot: Path | None) -> list:
             problems.append(f'{name} has no toggle to click')
             continue
         label = _norm(toggle.first.inner_text())
-        toggle.first.click()
+        try: toggle.first.click(timeout=10_000)
+        except Exception as e:  # covered by another element, detached, ...: Playwright's message says which
+            problems.append(f'{name} ({label!r}) cannot be clicked: {str(e).splitlines()[0]}')
+            continue
         if not code.first.is_visible() or not code.first.inner_text().strip():
             problems.append(f'{name} ({label!r}) does not show its code when clicked')
         elif shot and not shot.exists():
