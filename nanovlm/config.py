@@ -244,6 +244,7 @@ class TrainConfig(_ConfigFile):
     seed: int = 0 # seeds data order and initialisation
     output_dir: str = 'runs/nanovlm' # run directory: checkpoints, trainer state, logs
     data: str = 'shapes' # data source
+    eval_data: str = '' # held-out JSONL file ('': hold out the last tenth of a JSONL `data`)
     skip_bad_rows: bool = False # skip unreadable rows of a JSONL file, and list them, instead of stopping
     best_metric: str = 'accuracy' # picks the best checkpoint: 'accuracy' (higher is better) or 'val_loss'
     precision: str = 'auto' # 'auto' (bf16 autocast if the device has native bf16, else fp32), 'bf16', 'fp32'

@@ -416,11 +416,14 @@ def _jsonl_row(path:Path, n:int, raw:bytes) -> dict|None:
     if not isinstance(row, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
     _row_turns(row, where)
+    kind = row.get('type')  # optional: the question's type, for per-type accuracy
+    if kind is not None and not (isinstance(kind, str) and kind.strip()):
+        raise ValueError(f"{where}: 'type' must be a non-empty string (the question's type), got {kind!r}")
     img = _row_image(row, where, [])
     if not isinstance(img, str): raise ValueError(f"{where}: 'image' must be a path string, got {img!r}")
     img = Path(img) if Path(img).is_absolute() else path.parent / img
     _check_image_file(img, where)
-    return {'images': [img], 'texts': row['texts'], '_where': where}
+    return {'images': [img], 'texts': row['texts'], '_where': where, **({'type': kind} if kind else {})}
 
 def read_jsonl(path, # a JSONL file of `{'image': path, 'texts': [...]}` rows, image paths relative to it
                on_error:str='raise', # 'raise' at the first bad line, or 'skip' bad lines and list them

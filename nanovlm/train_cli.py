@@ -5,7 +5,10 @@
 # %% ../nbs/07a_train_cli.ipynb #ab62c80e
 from __future__ import annotations
 import argparse, importlib.util, json, os, shutil, sys, time
+import hashlib, random, re
+from collections import Counter
 from dataclasses import asdict, replace
+from itertools import islice
 from pathlib import Path
 import torch
 import torch.distributed as dist
@@ -14,14 +17,15 @@ from .config import VLMConfig, TrainConfig, PRESETS, get_preset, _atomic_write_t
 from .vision_language_model import VisionLanguageModel
 from .data import (VQADataset, VQACollator, ShapesVQA, get_tokenizer, train_tokenizer, shapes_tokenizer,
                           format_prompt, format_answer, read_jsonl, upright, image_processor_for,
-                          save_image_processor)
+                          save_image_processor, _row_turns)
 from .runs import (NonFiniteLossError, check_run_dir, seed_everything, setup_distributed, default_threads,
                           keep_freed_memory, _Saves)
-from .training import Evaluator, train, resolve_precision
+from .training import Evaluator, train, resolve_precision, score_answer
 
 # %% auto #0
-__all__ = ['SHAPES_TRAIN_SIZE', 'SHAPES_DESCRIBE', 'SHAPES_DESCRIBE_ORDERS', 'TRAIN_PRESETS', 'check_data_source', 'load_data',
-           'run_training', 'train_config_for', 'train_cli']
+__all__ = ['SHAPES_TRAIN_SIZE', 'SHAPES_DESCRIBE', 'SHAPES_DESCRIBE_ORDERS', 'EVAL_SAMPLE_SEED', 'TRAIN_PRESETS',
+           'check_data_source', 'check_eval_source', 'shared_images', 'check_held_out', 'answer_class', 'question_type',
+           'question_only_baseline', 'load_data', 'run_training', 'train_config_for', 'train_cli']
 
 # %% ../nbs/07a_train_cli.ipynb #f657445d
 SHAPES_TRAIN_SIZE = 1_000_000 # ShapesVQA training items per epoch (drawn on the fly: this costs nothing)
@@ -44,11 +48,96 @@ def check_data_source(source:str) -> str:
     raise ValueError(f"unknown data source {source!r}: "
                      "use 'shapes', a path to a .jsonl file, or 'cauldron:<subset>'")
 
+# %% ../nbs/07a_train_cli.ipynb #b1e0d002
+EVAL_SAMPLE_SEED = 0 # seeds the sample of a long --eval-data file (the same sample for every --seed)
+
+def check_eval_source(eval_source:str, # '' (hold out the last tenth of `source`) or a .jsonl file
+                      source:str, # the training data, see `check_data_source`
+                     ) -> str:
+    "`eval_source` if it is '', or an existing .jsonl file held out against a .jsonl `source`; else raise."
+    if not eval_source: return eval_source
+    if not eval_source.endswith('.jsonl'):
+        raise ValueError(f"--eval-data takes a .jsonl file in the format of --data, got {eval_source!r}")
+    if not source.endswith('.jsonl'):
+        raise ValueError(f"--eval-data holds a JSONL file out of a JSONL training file, but --data is "
+                         f"{source!r}: give --data a .jsonl file, or drop --eval-data")
+    if not Path(eval_source).is_file():
+        raise FileNotFoundError(f"--eval-data: no JSONL file at {eval_source}")
+    return eval_source
+
+def _digest(p:Path) -> bytes: return hashlib.blake2b(p.read_bytes(), digest_size=16).digest()
+
+def shared_images(train_rows:list, # rows of `read_jsonl` (the training file)
+                  eval_rows:list, # rows of `read_jsonl` (the held-out file)
+                 ) -> list[Path]:
+    "The held-out images that training shows too: the same file (resolved path) or a copy (the same bytes)."
+    train = {Path(r['images'][0]).resolve() for r in train_rows}
+    held = {Path(r['images'][0]).resolve() for r in eval_rows}
+    size = {p: p.stat().st_size for p in train | held}
+    by_size = {}  # only files of one size can hold the same bytes: the others are never read
+    for p in train: by_size.setdefault(size[p], []).append(p)
+    maybe = [p for p in held - train if size[p] in by_size]
+    seen = {_digest(q) for s in {size[p] for p in maybe} for q in by_size[s]}
+    return sorted((held & train) | {p for p in maybe if _digest(p) in seen})
+
+def check_held_out(train_rows:list, eval_rows:list, # rows of `read_jsonl`
+                   source:str, eval_source:str, # their files, for the message
+                  ):
+    "Raise `ValueError` when images of the held-out file are also in the training file (`shared_images`)."
+    shared = shared_images(train_rows, eval_rows)
+    if not shared: return
+    n = len({Path(r['images'][0]).resolve() for r in eval_rows})
+    raise ValueError(f"--eval-data {eval_source}: {len(shared)} of its {n} images are also in --data "
+                     f"{source} (the same file or a copy, e.g. {shared[0].name}); a held-out image must be "
+                     "new to the model: remove those rows from one of the files")
+
+def _eval_sample(n:int, k:int) -> list[int]:
+    "Indices of the held-out rows: all `n`, or `k` of them drawn with `EVAL_SAMPLE_SEED`, in file order."
+    return list(range(n)) if n <= k else sorted(random.Random(EVAL_SAMPLE_SEED).sample(range(n), k))
+
+# %% ../nbs/07a_train_cli.ipynb #b1e0d006
+_NUMBER = re.compile(r'[-+]?\d+(?:[.,]\d+)*')
+
+def answer_class(answer:str) -> str:
+    "VQA v2's answer classes: 'yes/no', 'number' (digits: '3', '2.5', '1,000') or 'other'."
+    a = answer.strip().rstrip('.').lower()
+    if a in ('yes', 'no'): return 'yes/no'
+    return 'number' if _NUMBER.fullmatch(a) else 'other'
+
+def _turns(row) -> list[tuple[str, str]]:
+    "The (question, answer) turns of a row; none for a bad row (reading it for training raises or skips it)."
+    try: return _row_turns(row, 'row')
+    except (ValueError, TypeError): return []
+
+def question_type(row) -> str:
+    "A row's own `type`, or else the class of its last answer (`answer_class`)."
+    turns = _turns(row)
+    return row.get('type') or answer_class(turns[-1][1] if turns else '')
+
+def question_only_baseline(train_rows, # rows the model trains on, in the_cauldron schema (every turn counts)
+                           eval_rows, # the held-out rows (the last turn is the question asked)
+                          ) -> dict:
+    "`accuracy`, `accuracy/<type>` when each held-out question gets its most frequent training answer."
+    by_q, overall = {}, Counter()
+    for r in train_rows:
+        for q, a in _turns(r):
+            by_q.setdefault(q, Counter())[a] += 1
+            overall[a] += 1
+    fallback = overall.most_common(1)[0][0] if overall else ''  # for a question training never asked
+    right = {}
+    for r in eval_rows:
+        if not (turns := _turns(r)): continue
+        q, a = turns[-1]
+        guess = by_q[q].most_common(1)[0][0] if q in by_q else fallback
+        right.setdefault(question_type(r), []).append(score_answer(guess, a))
+    every = [x for v in right.values() for x in v]
+    return {'accuracy': sum(every) / max(len(every), 1),
+            **{f'accuracy/{t}': sum(v) / len(v) for t, v in sorted(right.items())}}
+
 # %% ../nbs/07a_train_cli.ipynb #775552ee
 def _texts_of(rows) -> list[str]:
     "Prompts and answers of rows in the_cauldron schema, for training a word-level tokenizer."
-    turns = [t for r in rows for t in r['texts']]
-    return [s for t in turns for s in (format_prompt(t['user']), format_answer(t['assistant']))]
+    return [s for r in rows for u, a in _turns(r) for s in (format_prompt(u), format_answer(a))]
 
 def _shapes_data(cfg:VLMConfig, tok, proc, eval_samples:int) -> tuple:
     "ShapesVQA: (train set, held-out set, question type of each held-out item)."
@@ -67,15 +156,43 @@ def _cauldron_rows(source:str):
         raise ValueError(f"cannot load the_cauldron subset {subset!r} ({e}); "
                          "check the name and the internet connection") from None
 
+# %% ../nbs/07a_train_cli.ipynb #b1e0d009
+def _rows_data(source:str, eval_source:str, eval_samples:int, on_error:str, tok_for, proc) -> dict:
+    "A JSONL file or a the_cauldron subset: tokenizer, datasets, the held-out items' types and the baseline."
+    if source.endswith('.jsonl'):
+        rows, skipped = read_jsonl(source, on_error)  # every line checked before anything reads it
+        view = rows
+    else:
+        rows, skipped = _cauldron_rows(source), []
+        view = rows.select_columns(['texts'])        # the texts alone: no image is decoded
+    n = len(rows)
+    if eval_source:
+        held, bad = read_jsonl(eval_source, on_error)
+        check_held_out(rows, held, source, eval_source)
+        held = [held[i] for i in _eval_sample(len(held), eval_samples)]
+        n_train, held_view, skipped = n, held, skipped + bad
+    else:
+        k = min(eval_samples, n // 10) if n >= 10 else 0     # the last tenth is held out
+        n_train, held_view = n - k, list(islice(view, n - k, n))
+    tok = tok_for(lambda: _texts_of(view))
+    ds = VQADataset(rows, tok, proc, on_error=on_error)
+    if eval_source: train_ds, ev = ds, VQADataset(held, tok, proc, on_error=on_error)
+    else: train_ds, ev = Subset(ds, range(n_train)), Subset(ds, range(n_train, n))
+    return {'tokenizer': tok, 'train': train_ds, 'eval': ev, 'skipped': skipped,
+            'qtypes': [question_type(r) for r in held_view],
+            'baseline': question_only_baseline(islice(view, n_train), held_view) if held_view else None}
+
 def load_data(source:str, # see `check_data_source`
               cfg:VLMConfig, # image size, tokenizer name, vocabulary size
               eval_samples:int, # size of the held-out set
               tokenizer=None, # reuse this tokenizer (when resuming) instead of making one
               skip_bad_rows:bool=False, # skip bad rows (listed in `skipped`) instead of refusing the data
+              eval_source:str='', # a JSONL file to hold out instead of the last tenth of `source`
              ) -> dict:
-    "`tokenizer`, `train` and `eval` datasets, `qtypes` (per eval item, or None), `skipped` (bad rows)."
+    "`tokenizer`, `train`, `eval`, `qtypes` (per eval item), `baseline` (question only, or None), `skipped`."
     check_data_source(source)
-    proc, on_error, skipped = image_processor_for(cfg), 'skip' if skip_bad_rows else 'raise', []
+    check_eval_source(eval_source, source)
+    proc, on_error = image_processor_for(cfg), 'skip' if skip_bad_rows else 'raise'
     def tok_for(texts):
         if tokenizer is not None: return tokenizer
         if cfg.lm_tokenizer: return get_tokenizer(cfg.lm_tokenizer)
@@ -84,22 +201,14 @@ def load_data(source:str, # see `check_data_source`
     if source == 'shapes':
         tok = tok_for(None)
         train_ds, ev, qtypes = _shapes_data(cfg, tok, proc, eval_samples)
-    else:
-        if source.endswith('.jsonl'):
-            rows, skipped = read_jsonl(source, on_error)  # every line checked before anything reads it
-            tok = tok_for(lambda: _texts_of(rows))
-        else:
-            rows = _cauldron_rows(source)
-            tok = tok_for(lambda: _texts_of(rows.select_columns(['texts'])))
-        ds = VQADataset(rows, tok, proc, on_error=on_error)
-        n = len(ds)
-        k = min(eval_samples, n // 10) if n >= 10 else 0     # the last tenth is held out
-        train_ds, ev, qtypes = Subset(ds, range(n - k)), Subset(ds, range(n - k, n)), None
+        data = {'tokenizer': tok, 'train': train_ds, 'eval': ev, 'qtypes': qtypes, 'baseline': None,
+                'skipped': []}
+    else: data = _rows_data(source, eval_source, eval_samples, on_error, tok_for, proc)
+    tok = data['tokenizer']
     if tok.vocab_size > cfg.lm_vocab_size:
         raise ValueError(f"the tokenizer has {tok.vocab_size} tokens but the model's lm_vocab_size is "
                          f"{cfg.lm_vocab_size}; pick a preset whose vocabulary fits the tokenizer")
-    return {'tokenizer': tok, 'image_processor': proc, 'train': train_ds, 'eval': ev, 'qtypes': qtypes,
-            'skipped': skipped}
+    return {**data, 'image_processor': proc}
 
 # %% ../nbs/07a_train_cli.ipynb #14cfde5b
 def _precision_note(device, precision:str) -> str:
@@ -140,14 +249,34 @@ def _save_examples(out:Path, preds:list, eval_ds, world:int):
         p['image'] = f'examples/{i}.png'
     _atomic_write_text(ex / 'examples.json', json.dumps(preds, indent=1))
 
-def _print_results(final:dict, preds:list):
-    "Held-out accuracy, overall and per question type, and the examples."
+def _print_results(final:dict, preds:list, summary:dict|None=None):
+    "Held-out accuracy, overall and per question type, the question-only baseline, and the examples."
     print(f"held-out accuracy: {_pct(final['accuracy'])}")
     for k, v in final.items():
         if k.startswith('accuracy/'): print(f"  {k.split('/', 1)[1]}: {_pct(v)}")
+    _print_baseline(summary or {})
     for p in preds:
         print(f"  {p['image'] or ''} Q: {p['question']}  A: {p['prediction']!r} (reference {p['answer']!r})"
               f" {'right' if p['correct'] else 'wrong'}")
+
+# %% ../nbs/07a_train_cli.ipynb #b1e0d00a
+def _held_out_summary(tc:TrainConfig, data:dict) -> dict:
+    "What `metrics.json` says of the held-out set: its file, questions per type, the question-only baseline."
+    out = {'eval_data': tc.eval_data or None}
+    out |= {f'n_eval/{t}': n for t, n in sorted(Counter(data['qtypes'] or []).items())}
+    for k, v in (data.get('baseline') or {}).items(): out['question_only' + k[len('accuracy'):]] = v
+    return out
+
+def _print_baseline(summary:dict):
+    "The question-only baseline, overall and per question type (with its questions), if there is one."
+    if 'question_only' not in summary: return
+    print(f"question-only baseline: {_pct(summary['question_only'])} "
+          "(each question's most frequent answer in training, no image)")
+    for k, v in summary.items():
+        if k.startswith('question_only/'):
+            t = k.split('/', 1)[1]
+            n = summary.get(f'n_eval/{t}', 0)
+            print(f"  {t}: {_pct(v)} ({n} question{'s' * (n != 1)})")
 
 # %% ../nbs/07a_train_cli.ipynb #8790042e
 def _summary(preset:str, tc:TrainConfig, dev, world:int, wall_s:float, history:list, evaluator, skipped:list,
@@ -167,8 +296,8 @@ def _build(preset:str, tc:TrainConfig, resume:bool, overwrite:bool, dev, main:bo
     check_run_dir(out, resume, overwrite)                  # before any work
     cfg = VLMConfig.from_json(out / 'config.json') if resume else get_preset(preset)
     saved_tok = get_tokenizer(out) if resume else None
-    data = load_data(tc.data, cfg, tc.eval_samples, saved_tok, tc.skip_bad_rows)
-    if main: _report_skipped(data['skipped'], tc.data)
+    data = load_data(tc.data, cfg, tc.eval_samples, saved_tok, tc.skip_bad_rows, tc.eval_data)
+    if main: _report_skipped(data['skipped'], ' and '.join(filter(None, (tc.data, tc.eval_data))))
     tok = data['tokenizer']
     cfg = replace(cfg, lm_eos_token_id=tok.eos_token_id)
     seed_everything(tc.seed)
@@ -190,11 +319,12 @@ def _finish(preset:str, tc:TrainConfig, dev, world:int, main:bool, model, evalua
         print(f"nanovlm-train: skipped {late} unreadable row(s) while training (skip_bad_rows); "
               "metrics.jsonl counts them", file=sys.stderr)
     wall_s = time.perf_counter() - t0
-    summary = _summary(preset, tc, dev, world, wall_s, history, evaluator, data['skipped'], final)
+    summary = {**_summary(preset, tc, dev, world, wall_s, history, evaluator, data['skipped'], final),
+               **_held_out_summary(tc, data)}
     if main and evaluator is not None:
         _save_examples(out, preds, data['eval'], world)
         summary['examples'] = preds
-        _print_results(final, preds)
+        _print_results(final, preds, summary)
     if main: _atomic_write_text(out / 'metrics.json', json.dumps(summary, indent=1))
     return summary
 
@@ -245,7 +375,8 @@ _ARGS = {'steps': 'max_steps', 'batch_size': 'batch_size', 'grad_accum': 'gradie
          'compile': 'compile', 'data': 'data', 'seed': 'seed', 'eval_every': 'eval_interval',
          'eval_samples': 'eval_samples', 'log_every': 'log_interval', 'best_metric': 'best_metric',
          'precision': 'precision', 'wandb': 'log_wandb',
-         'skip_bad_rows': 'skip_bad_rows'} # command-line option -> TrainConfig field
+         'skip_bad_rows': 'skip_bad_rows',
+         'eval_data': 'eval_data'} # command-line option -> TrainConfig field
 _MAY_CHANGE_ON_RESUME = {'output_dir', 'save_every', 'compile', 'log_wandb'}
 
 class _Parser(argparse.ArgumentParser):
@@ -280,7 +411,8 @@ def _parser() -> argparse.ArgumentParser:
     a('--skip-bad-rows', action='store_true', default=None,
       help='skip bad rows of --data (and list them) instead of stopping')
     a('--eval-every', type=int, help='evaluate every N steps (0: only at the end)')
-    a('--eval-samples', type=int)
+    a('--eval-data', help='a .jsonl file to evaluate on (--data then trains whole); no image in --data too')
+    a('--eval-samples', type=int, help='held-out questions (of a larger --eval-data: a fixed, seeded sample)')
     a('--log-every', type=int, help='log every N steps')
     a('--best-metric', choices=['accuracy', 'val_loss'])
     a('--precision', choices=['auto', 'fp32', 'bf16'],
@@ -335,6 +467,7 @@ def _resolve(ap, args, world:int) -> TrainConfig:
         if args.resume: tc = _resume_config(ap, args, given, preset, out)
         else: tc = train_config_for(preset, **given, output_dir=str(out))
         check_data_source(tc.data)
+        check_eval_source(tc.eval_data, tc.data)
         check_run_dir(out, args.resume, args.overwrite)
     except (ValueError, OSError) as e: ap.error(str(e))
     A = tc.gradient_accumulation_steps
