@@ -25,8 +25,8 @@ from .data import (Tokenizer, ImageProcessor, ShapesVQA, _SPLITS, IMAGE_MEAN_STD
                           _shifted_labels)
 from .training import (Evaluator, default_threads, resolve_precision, score_answer, train, _debug,
                               _one_line, _Parser)
-from .generate import (read_image, generate_cli as _generate_cli08, _parser as _parser08, _check_args,
-                              _checkpoint_image_processor, _checkpoint_tokenizer, _INFERENCE_FILES)
+from .inference import read_image, _checkpoint_image_processor, _checkpoint_tokenizer, _INFERENCE_FILES
+from .generate import generate_cli as _generate_cli08, _parser as _parser08, _check_args
 
 # %% auto #0
 __all__ = ['IMAGE_TOKEN', 'GLOBAL_TOKEN', 'TWO_IMAGE_QUESTION', 'TWO_IMAGE_ANSWERS', 'STRIPES_QUESTION', 'STRIPES_ANSWERS',
