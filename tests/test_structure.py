@@ -5,7 +5,7 @@ from nbsync import ROOT, chapter_notebooks
 
 COURSE = ['00_shapes', '01_config', '01a_checkpoints', '02_vision_transformer', '03_modality_projector',
           '04_language_model', '05_vision_language_model', '06_data', '07_training', '08_end_to_end', '08a_generate',
-          '09_benchmarks', '10_seeing_more']
+          '09_benchmarks', '10_seeing_more', '10a_seeing_more']
 
 
 def _code_cells(nb: Path) -> list[str]:
