@@ -654,7 +654,7 @@ def bench_cli(argv=None):
     a = _check_args(ap, ap.parse_args(argv))
     threads = torch.get_num_threads()
     torch.set_num_threads(a.threads or default_threads())
-    keep_freed_memory()  # as nanovlm-train runs (chapter 7)
+    keep_freed_memory()  # as nanovlm-train runs (appendix 6b)
     log = lambda s: print(f'[nanovlm-bench] {s}', file=sys.stderr, flush=True)
     try:
         report = run_bench(a.preset, a.device, a.batch_size, a.gen_batch_sizes, a.prompt_len, a.new_tokens,
