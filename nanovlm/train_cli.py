@@ -414,7 +414,7 @@ def train_cli(argv:list|None=None # the options (default: sys.argv[1:])
         if _debug(args): raise
         print(f"nanovlm-train: {_stop_line(e)}", file=sys.stderr)
         return 128 + getattr(e, 'signum', signal.SIGINT)
-    except (NonFiniteLossError, ValueError, OSError) as e:  # bad data, files, settings, a full disk: one line
+    except (NonFiniteLossError, ValueError, OSError, SafetensorError) as e:  # data, files, settings: one line
         if _debug(args): raise
         print(f"nanovlm-train: error: {_one_line(e)}", file=sys.stderr)
         return 1
