@@ -94,7 +94,7 @@ def read_config(d, # a checkpoint directory, from `find_checkpoint`
                ) -> dict:
     "The JSON object in file `name` of checkpoint directory `d`; errors name the file, missing or broken."
     f = checkpoint_file(d, name, fix)
-    try: c = json.loads(f.read_text(encoding='utf-8'))
+    try: c = json.loads(f.read_text(encoding='utf-8-sig'))  # a BOM (Notepad's) is no error
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointFormatError(f"{f} is not valid JSON: {e}") from None
     if not isinstance(c, dict):

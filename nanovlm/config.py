@@ -333,7 +333,7 @@ def _read_json(path) -> dict:
     "The JSON object in file `path`; a missing file, bad JSON or another JSON value raises, naming the file."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no config file at {path}")
-    try: d = json.loads(path.read_text(encoding='utf-8'))
+    try: d = json.loads(path.read_text(encoding='utf-8-sig'))  # a BOM (Notepad's) is no error
     except json.JSONDecodeError as e: raise ValueError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(d, dict): raise ValueError(f"{path} must hold a JSON object, got {type(d).__name__}")
     return d

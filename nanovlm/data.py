@@ -201,7 +201,7 @@ _TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json')
 def _saved_eos(cfg_path:Path, tok:tokenizers.Tokenizer) -> str:
     "The EOS token that `tokenizer_config.json` at `cfg_path` names, if `tok` has it; else '<|endoftext|>'."
     if not cfg_path.is_file(): return EOS_TOKEN
-    try: eos = json.loads(cfg_path.read_text(encoding='utf-8')).get('eos_token')
+    try: eos = json.loads(cfg_path.read_text(encoding='utf-8-sig')).get('eos_token')
     except (json.JSONDecodeError, AttributeError): eos = None
     if isinstance(eos, dict): eos = eos.get('content')
     return eos if isinstance(eos, str) and tok.token_to_id(eos) is not None else EOS_TOKEN
@@ -219,7 +219,7 @@ def get_tokenizer(name_or_path, # Hub repo id, directory holding tokenizer.json,
     if not p.is_file():  # a directory, or a Hub repo
         d = find_checkpoint(name_or_path, 'tokenizer', _TOKENIZER_FILES, cache_dir=cache_dir)
         p = checkpoint_file(d, 'tokenizer.json', 'a tokenizer directory holds what Tokenizer.save writes')
-    try: tok = tokenizers.Tokenizer.from_file(str(p))
+    try: tok = tokenizers.Tokenizer.from_str(p.read_text(encoding='utf-8-sig'))  # with or without a BOM
     except Exception as e: raise CheckpointFormatError(f"{p} is not a valid tokenizer.json: {e}") from None
     if eos_token is None: eos_token = _saved_eos(p.parent/'tokenizer_config.json', tok)
     return Tokenizer(tok, eos_token)
@@ -407,7 +407,7 @@ def _check_image_file(p:Path, where:str):
 def _jsonl_row(path:Path, n:int, raw:bytes) -> dict|None:
     "The checked row of line `n` (the bytes `raw`) of JSONL file `path`; None for a blank line."
     where = f"{path} line {n}"
-    try: line = raw.decode('utf-8').rstrip('\r\n')
+    try: line = raw.decode('utf-8-sig').rstrip('\r\n')  # a BOM, CRLF: as Notepad or Excel write it
     except UnicodeDecodeError: raise ValueError(f"{where}: not UTF-8 text (is this a JSONL file?)") from None
     if not line.strip(): return None
     try: row = json.loads(line)

@@ -4,22 +4,26 @@
 
 # %% ../nbs/06b_runs.ipynb #9dcc0bf7
 from __future__ import annotations
-import base64, ctypes, importlib.util, json, math, os, random, secrets, shutil, sys
+import base64, ctypes, errno, importlib.util, json, math, os, random, re, secrets, shutil, signal, sys, time
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 from .config import TrainConfig, _atomic_write_text, _new_file_mode
 from .checkpoints import read_safetensors
 from .vision_language_model import load_state_strict
+try: import fcntl
+except ImportError: fcntl = None  # Windows: no advisory locks, so run directories go unlocked there
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'setup_distributed', 'seed_everything', 'atomic_update', 'rng_state', 'set_rng_state', 'save_checkpoint',
-           'load_checkpoint', 'check_run_dir', 'plot_metrics', 'NonFiniteLossError', 'RunDir', 'default_threads',
-           'keep_freed_memory']
+           'load_checkpoint', 'check_run_dir', 'plot_metrics', 'NonFiniteLossError', 'RunWriteError', 'RunDirBusyError',
+           'RunStopped', 'hold_run_dir', 'RunDir', 'default_threads', 'keep_freed_memory']
 
 # %% ../nbs/06b_runs.ipynb #907c15af
 def _rank_world() -> tuple[int, int]:
@@ -165,7 +169,8 @@ def load_checkpoint(out, # the run directory
     "Load weights, optimizer state and this process's RNG states from `out`; returns the trainer state."
     out = Path(out)
     rank, world = _rank_world()
-    if rank == 0: _apply_staging(out)                      # finish or drop an interrupted checkpoint
+    if rank == 0:                                          # finish or drop an interrupted update
+        for d in (out, out / 'best'): _apply_staging(d)
     if world > 1: dist.barrier()
     if not (out / 'trainer_state.json').is_file():
         raise FileNotFoundError(f"{out} holds no trainer_state.json: not a run directory to resume "
@@ -187,7 +192,7 @@ def load_checkpoint(out, # the run directory
     return meta
 
 # %% ../nbs/06b_runs.ipynb #53bdfb50
-_PENDING = '.pending'
+_PENDING, _LOCK = '.pending', '.lock' # a new run's files before its first checkpoint; the lock
 
 def check_run_dir(out, # the run directory
                   resume:bool=False, # continue the run in it
@@ -199,7 +204,7 @@ def check_run_dir(out, # the run directory
         raise FileExistsError(f"output directory {out} is a file, not a directory; "
                               "choose another output directory")
     if resume or overwrite or not out.is_dir(): return
-    old = sorted(p.name for p in out.iterdir() if p.name not in (_STAGING, _PENDING))
+    old = sorted(p.name for p in out.iterdir() if p.name not in (_STAGING, _PENDING, _LOCK))
     if not old: return
     listed = ', '.join(old[:3]) + (', ...' if len(old) > 3 else '')
     raise FileExistsError(
@@ -207,9 +212,12 @@ def check_run_dir(out, # the run directory
         "choose another output directory, or replace it with --overwrite (overwrite=True); the old files "
         "stay until the new run has saved its first checkpoint")
 
+
+# %% ../nbs/06b_runs.ipynb #0d1af1fc
 class _RunFiles:
     "Where a run writes its log and `best/`: its directory, or `.pending/` in it until a new run commits."
-    def __init__(self, out:Path, pending:Path|None=None): self.out, self.pending = out, pending
+    def __init__(self, out:Path, pending:Path|None=None, new:bool=False):
+        self.out, self.pending, self.new = out, pending, new  # new: a new run before its first checkpoint
 
     @property
     def dir(self) -> Path: return self.pending or self.out
@@ -218,12 +226,16 @@ class _RunFiles:
     def new_run(cls, out:Path, overwrite:bool) -> _RunFiles:
         check_run_dir(out, overwrite=overwrite)
         out.mkdir(parents=True, exist_ok=True)
-        old = any(p.name not in (_STAGING, _PENDING) for p in out.iterdir())
-        files = cls(out, out / _PENDING if old else None)
-        shutil.rmtree(out / _PENDING, ignore_errors=True)      # left by an earlier run that was killed
-        if old: files.pending.mkdir()
-        else: _apply_staging(out)
-        (files.dir / 'metrics.jsonl').write_text('')
+        old = any(p.name not in (_STAGING, _PENDING, _LOCK) for p in out.iterdir())
+        files = cls(out, out / _PENDING if old else None, new=True)
+        try:
+            shutil.rmtree(out / _PENDING, ignore_errors=True)  # left by an earlier run that was killed
+            if old: files.pending.mkdir()
+            else: _apply_staging(out)
+            (files.dir / 'metrics.jsonl').write_text('')
+        except BaseException:
+            files.discard()
+            raise
         return files
 
     def write_best(self, model:nn.Module, save_with, step:int, metrics:dict):
@@ -234,20 +246,29 @@ class _RunFiles:
             (d / 'best.json').write_text(json.dumps({'step': step, **metrics}))
         atomic_update(self.dir / 'best', write)
 
+    def cut_log(self, n:int):
+        "Cut the log back to its first `n` bytes: the lines after the checkpoint being resumed go."
+        log = self.out / 'metrics.jsonl'
+        if log.exists(): os.truncate(log, n)
+
     def committed(self):
         "The first checkpoint moved the pending files in: from now on the run writes into its directory."
-        self.pending = None
+        self.pending, self.new = None, False
 
     def discard(self):
-        "After a failure before the first checkpoint: drop the new run's files; the old run stays as it was."
-        if self.pending is None: return
-        shutil.rmtree(self.pending, ignore_errors=True)
-        if not (self.out / _STAGING / _COMMIT).exists():
+        "After a failure before the first checkpoint: drop the new run's files; an old run stays as it was."
+        if not self.new or (self.out / _STAGING / _COMMIT).exists(): return  # it has a checkpoint to resume
+        try:
+            if self.pending is not None: shutil.rmtree(self.pending, ignore_errors=True)
+            else:
+                for name in ('metrics.jsonl', 'best'): _remove(self.out / name)  # written in place
             shutil.rmtree(self.out / _STAGING, ignore_errors=True)
+        except OSError: pass  # a file system that turned read-only: the next start tidies up
 
 # %% ../nbs/06b_runs.ipynb #b821293a
-def _logger(files:_RunFiles, tc:TrainConfig, on_log, main:bool, history:list, run_id:str):
-    "A function that records one metrics dict everywhere it should go."
+def _logger(files:_RunFiles, tc:TrainConfig, on_log, main:bool, history:list, run_id:str,
+            writing=lambda what: nullcontext()):
+    "A function that records one metrics dict everywhere it should go (`writing`: a guard for the file)."
     wb = None
     if main and tc.log_wandb:
         if importlib.util.find_spec('wandb') is None:
@@ -258,7 +279,8 @@ def _logger(files:_RunFiles, tc:TrainConfig, on_log, main:bool, history:list, ru
     def log(rec:dict):
         history.append(rec)
         if not main: return
-        with open(files.dir / 'metrics.jsonl', 'a') as f: f.write(json.dumps(rec) + '\n')
+        with writing('metrics.jsonl'), open(files.dir / 'metrics.jsonl', 'a') as f:
+            f.write(json.dumps(rec) + '\n')
         if on_log is not None: on_log(rec)
         if wb is not None: wb.log({k: v for k, v in rec.items() if k != 'step'}, step=rec['step'])
     return log
@@ -333,8 +355,195 @@ class _NaNChecks:
         bad = torch.tensor(not math.isfinite(metrics.get('val_loss', 0.0)), device=device)
         _check_finite(bad, step, self.last_ok, self.out, self.last_saved, 'the validation loss')
 
+# %% ../nbs/06b_runs.ipynb #f8517748
+class RunWriteError(OSError):
+    "A write into a run directory failed (full disk, quota, read-only, permission); the message says all."
+
+class RunDirBusyError(OSError):
+    "Another process is writing the run directory (it holds its lock)."
+
+class RunStopped(KeyboardInterrupt):
+    "A run stopped by a signal (Ctrl-C: SIGINT, or SIGTERM); the message says which checkpoint is intact."
+    def __init__(self, message:str='', signum:int=signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
+
+def _errno(e:BaseException) -> int|None:
+    "The OS error number of `e`, also where safetensors puts it in its message ('... (os error 28)')."
+    n = getattr(e, 'errno', None)
+    if n is None and (m := re.search(r'os error (\d+)', str(e))): n = int(m.group(1))
+    return n
+
+def _cause(e:BaseException) -> str:
+    "Why a write failed, in the operating system's words."
+    n = _errno(e)
+    return os.strerror(n) if n else (' '.join(str(e).split()) or type(e).__name__)
+
+def _fix(e:BaseException, out) -> str:
+    "What a user can do about the failed write `e` in `out`."
+    n = _errno(e)
+    if n in (errno.ENOSPC, errno.EDQUOT): return "free some space"
+    if n in (errno.EROFS, errno.EACCES, errno.EPERM): return f"make {out} writable"
+    if n == errno.EFBIG: return "raise the file-size limit (ulimit -f)"
+    return "fix that"
+
+def _saved_step(out:Path, own:bool=True) -> int|None:
+    "The step a resume of `out` starts from: a committed update's, or (if this run's `own`) the directory's."
+    committed = (out / _STAGING / _COMMIT).exists()
+    if not (committed or own): return None
+    for d in ((out / _STAGING, out) if committed else (out,)):  # the update may be partly moved in
+        try: return int(json.loads((d / 'trainer_state.json').read_text())['step'])
+        except (OSError, ValueError, KeyError, TypeError): continue
+    return None
+
+def _left(out, step:int|None, replaced:bool) -> tuple[str, str]:
+    "(what is intact, how to go on) after a run in `out` ended early; `step`: its last checkpoint, if any."
+    if step is not None:
+        return (f"the last good checkpoint (step {step}) in {out} is intact",
+                "continue with --resume (resume=True)")
+    old = f"; the old run in {out} is as it was" if replaced else ''
+    return f"no checkpoint was written{old}", "start the run again"
+
+def _write_failed(what:str, out, e:BaseException, step:int|None, replaced:bool=False) -> RunWriteError:
+    "The one-line error of a failed write of `what` into run directory `out` (`step`: its last checkpoint)."
+    intact, then = _left(out, step, replaced)
+    return RunWriteError(f"cannot write {what} in {out} ({_cause(e)}); {intact}: {_fix(e, out)}, then {then}")
+
+def _stopped(signum:int, out, step:int|None, replaced:bool=False) -> RunStopped:
+    "The `RunStopped` of a run in `out` that signal `signum` ended (`step`: its last checkpoint)."
+    intact, then = _left(out, step, replaced)
+    name = 'SIGINT (Ctrl-C)' if signum == signal.SIGINT else signal.Signals(signum).name
+    return RunStopped(f"stopped by {name}; {intact}: {then}", signum)
+
+# %% ../nbs/06b_runs.ipynb #4b11c879
+_HELD = {} # run directories (absolute paths) whose lock this process holds
+
+def _holder(fd:int) -> str:
+    "The process id in a lock file, for the message (the holder may not have written it yet: wait a moment)."
+    for _ in range(50):
+        pid = os.pread(fd, 32, 0).decode(errors='replace').strip()
+        if pid: return f"pid {pid}"
+        time.sleep(0.01)
+    return "pid unknown"
+
+def _lock(out:Path) -> int|None:
+    "Take the lock of run directory `out` (its `.lock` file); `RunDirBusyError` if another process has it."
+    path = out / _LOCK
+    while fcntl is not None:
+        try: fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise RunWriteError(f"cannot write the lock file {path} ({_cause(e)}); nothing was changed: "
+                                f"{_fix(e, out)}, then try again") from None
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            who = _holder(fd) if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK) else None
+            os.close(fd)
+            if who is None: return None  # a file system without flock: go on unlocked
+            raise RunDirBusyError(f"output directory {out} is in use by another nanovlm-train ({who}); "
+                                  "wait for it to end, or choose another output directory") from None
+        try: same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError: same = False
+        if same: break
+        os.close(fd)  # its last holder removed the file as it finished: take the new one
+    else: return None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
+    except OSError: pass  # a full disk: the lock holds without the pid
+    return fd
+
+
+# %% ../nbs/06b_runs.ipynb #b8268423
+def _first_missing(out) -> Path:
+    "The first part of path `out` that does not exist (`out` itself when only it is missing)."
+    part = Path(out)
+    while not os.path.lexists(part.parent): part = part.parent  # ends: '.' and '/' exist
+    return part
+
+def _output_dir_problem(out) -> str|None:
+    "Why directory `out` cannot be created: the part of its path in the way; None if nothing is seen."
+    if Path(out).is_dir(): return None
+    part = _first_missing(out)
+    parent = part.parent
+    if parent.is_symlink() and not parent.exists():
+        return f"{parent} is a symbolic link to {os.readlink(parent)}, which does not exist"
+    if not parent.is_dir(): return f"{parent} is a file, not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK): return f"{part} cannot be created: {parent} is not writable"
+    return None
+
+def _make_dir(out:Path) -> bool:
+    "Create run directory `out` and its parents; True if made here. A failure names the part in the way."
+    if out.is_dir(): return False
+    try: out.mkdir(parents=True)
+    except OSError as e:
+        if out.is_dir(): return False  # made by another process at the same moment
+        part = _first_missing(out)
+        why = _output_dir_problem(out) or f"{part} cannot be created in {part.parent} ({_cause(e)})"
+        raise RunWriteError(f"cannot create output directory {out}: {why}; choose another output directory"
+                            ) from None
+    return True
+
+def _finish_update(out:Path):
+    "Move in the rest of an update that was committed when its writer died (it is the run's checkpoint now)."
+    try: _apply_staging(out)
+    except OSError as e:
+        raise RunWriteError(f"cannot finish the interrupted update in {out} ({_cause(e)}): "
+                            f"{_fix(e, out)}, then try again") from None
+
+@contextmanager
+def hold_run_dir(out, # the run directory: made if missing, and removed again if the run leaves it empty
+                ):
+    "Hold the lock of `out` for the block (nested holds in one process share it): one writer per directory."
+    out, key = Path(out), os.path.abspath(out)
+    if key in _HELD:
+        yield out
+        return
+    made = _make_dir(out)
+    try:
+        _HELD[key] = _lock(out)
+        if (out / _STAGING / _COMMIT).exists(): _finish_update(out)  # the whole run reads one checkpoint
+        yield out
+    finally:
+        fd = _HELD.pop(key, None)
+        if fd is not None:
+            try: (out / _LOCK).unlink(missing_ok=True)
+            except OSError: pass
+            os.close(fd)
+        if made and out.is_dir() and not any(out.iterdir()): out.rmdir()
+
+# %% ../nbs/06b_runs.ipynb #f56c37e2
+class _Failures:
+    "How `RunDir` (its `out`, `files`, `main`, `_held`) ends early: one line on what is intact, files tidied."
+    def _standing(self) -> tuple[int|None, bool]:
+        "The step a resume would start from (None: this run saved none), and whether an old run is replaced."
+        own = self.files is not None and not self.files.new
+        return _saved_step(self.out, own), self.files is not None and self.files.pending is not None
+
+    @contextmanager
+    def _writing(self, what:str):
+        "The block writes `what`: a failure (`OSError`, or safetensors' own error) becomes a `RunWriteError`."
+        try: yield
+        except (RunWriteError, RunDirBusyError): raise
+        except (OSError, SafetensorError) as e:
+            raise _write_failed(what, self.out, e, *self._standing()) from None
+
+    def fail(self, e:BaseException):
+        "After `e` ended the loop: a new run's files go; a signal becomes `RunStopped` (what is intact)."
+        self.discard()
+        if isinstance(e, KeyboardInterrupt) and not (isinstance(e, RunStopped) and str(e)):
+            raise _stopped(getattr(e, 'signum', signal.SIGINT), self.out, *self._standing()) from None
+
+    def discard(self):
+        "After a failure: a new run's files go, and the run it was to replace stays exactly as it was."
+        if self.main and self.files is not None: self.files.discard()
+
+    def close(self, failed:bool=False):
+        "Let go of the run directory's lock (a directory the run made and left empty goes too)."
+        if failed: self.discard()
+        self._held.close()
+
 # %% ../nbs/06b_runs.ipynb #e93ec8ae
-class RunDir(_NaNChecks):
+class RunDir(_NaNChecks, _Failures):
     "A run's directory and state: its log, `best/`, resumable checkpoints, and the NaN checks guarding them."
     def __init__(self, tc:TrainConfig, # `output_dir`, `seed`, `best_metric`, `log_wandb`
                  model:nn.Module, opt:torch.optim.Optimizer, # what a checkpoint holds (filled when resuming)
@@ -348,45 +557,51 @@ class RunDir(_NaNChecks):
         self.tc, self.model, self.opt, self.save_with = tc, model, opt, save_with
         self.st = {'step': 0, 'epoch': 0, 'step_in_epoch': 0, 'best': None, 'best_step': None,
                    'metrics_bytes': 0, 'elapsed_s': 0.0, 'run_id': secrets.token_hex(8)}  # kept when resuming
-        self.files = self._resume() if resume else self._start(overwrite)
-        self.history = []
-        self.record = _logger(self.files, tc, on_log, self.main, self.history, self.st['run_id'])
+        self.files, self.history, self._held = None, [], ExitStack()
+        try:
+            if self.main: self._held.enter_context(hold_run_dir(self.out))  # one writer: this process
+            self.files = self._resume() if resume else self._start(overwrite)
+            self.record = _logger(self.files, tc, on_log, self.main, self.history, self.st['run_id'],
+                                  self._writing)
+        except BaseException:
+            self.close(failed=True)
+            raise
         self.last_ok, self.last_saved = self.st['step'], self.st['step'] if resume else 0
 
     def _resume(self) -> _RunFiles:
         "Load the checkpoint in the run directory, and cut its log back to it."
+        self.files = _RunFiles(self.out)
         self.st.update(load_checkpoint(self.out, self.model, self.opt))
-        log = self.out / 'metrics.jsonl'
-        if self.main and log.exists(): os.truncate(log, self.st['metrics_bytes'])  # drop lines after it
-        return _RunFiles(self.out)
+        if self.main:
+            with self._writing('metrics.jsonl'): self.files.cut_log(self.st['metrics_bytes'])
+        return self.files
 
     def _start(self, overwrite:bool) -> _RunFiles:
         "A new run: seed, and claim the run directory (every process checks it before process 0 writes)."
         seed_everything(self.tc.seed + self.rank)
         check_run_dir(self.out, overwrite=overwrite)
         if self.world > 1: dist.barrier()
-        return _RunFiles.new_run(self.out, overwrite) if self.main else _RunFiles(self.out)
+        if not self.main: return _RunFiles(self.out)
+        with self._writing("the new run's files"): return _RunFiles.new_run(self.out, overwrite)
 
     def keep_best(self, step:int, metrics:dict):
         "Replace `best/` when `best_metric` improved."
         metric = self.tc.best_metric
         if metric not in metrics or not _better(metric, metrics[metric], self.st['best']): return
         self.st.update(best=metrics[metric], best_step=step)
-        if self.main: self.files.write_best(self.model, self.save_with, step, metrics)
+        if not self.main: return
+        with self._writing('best/'): self.files.write_best(self.model, self.save_with, step, metrics)
 
     def save(self, step:int, elapsed_s:float):
         "A resumable checkpoint of step `step` (step 0: the untrained model of a run with `max_steps=0`)."
-        if step:
-            log_bytes = (self.files.dir / 'metrics.jsonl').stat().st_size if self.main else 0
-            self.st.update(elapsed_s=elapsed_s, metrics_bytes=log_bytes)
-        save_checkpoint(self.out, self.model, self.opt, self.tc, self.st, self.save_with,
-                        adopt=self.files.pending)
+        with self._writing(f'the checkpoint of step {step}'):
+            if step:
+                log_bytes = (self.files.dir / 'metrics.jsonl').stat().st_size if self.main else 0
+                self.st.update(elapsed_s=elapsed_s, metrics_bytes=log_bytes)
+            save_checkpoint(self.out, self.model, self.opt, self.tc, self.st, self.save_with,
+                            adopt=self.files.pending)
         self.last_saved = step
         self.files.committed()
-
-    def discard(self):
-        "After a failure: a new run's files go, and the run it was to replace stays exactly as it was."
-        self.files.discard()
 
 # %% ../nbs/06b_runs.ipynb #11f45cf8
 def default_threads(local_world:int=1, # processes of this run on this machine (torchrun's LOCAL_WORLD_SIZE)

@@ -4,9 +4,10 @@
 
 # %% ../nbs/07a_train_cli.ipynb #ab62c80e
 from __future__ import annotations
-import argparse, importlib.util, json, os, shutil, sys, time
+import argparse, importlib.util, json, os, shutil, signal, sys, threading, time
 import hashlib, random, re
 from collections import Counter
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, replace
 from itertools import islice
 from pathlib import Path
@@ -20,6 +21,9 @@ from .data import (VQADataset, VQACollator, ShapesVQA, get_tokenizer, train_toke
                           save_image_processor, _row_turns)
 from .runs import (NonFiniteLossError, check_run_dir, seed_everything, setup_distributed, default_threads,
                           keep_freed_memory, _Saves)
+from .runs import (RunStopped, hold_run_dir, _output_dir_problem, _stopped, _write_failed, _STAGING,
+                          _COMMIT)
+from safetensors import SafetensorError
 from .training import Evaluator, train, resolve_precision, score_answer
 
 # %% auto #0
@@ -349,9 +353,26 @@ def run_training(preset:str, # a key of `PRESETS`
         savers = [data['tokenizer'], _Saves(save_image_processor, data['image_processor'])]
         history = train(model, tc, data['train'], collate, evaluator, savers, resume=resume,
                         progress=progress, num_workers=num_workers, overwrite=overwrite)
-        return _finish(preset, tc, dev, world, main, model, evaluator, data, history, t0, n_examples)
+        with _after_training(tc):  # a full disk or Ctrl-C from here on: the last checkpoint is intact
+            return _finish(preset, tc, dev, world, main, model, evaluator, data, history, t0, n_examples)
     finally:
         if world > 1 and dist.is_initialized(): dist.destroy_process_group()
+
+# %% ../nbs/07a_train_cli.ipynb #6361d536
+def _inside(path, d) -> bool:
+    "Is `path` in directory `d`?"
+    return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(d))
+
+@contextmanager
+def _after_training(tc:TrainConfig):
+    "Final evaluation and files come after the last checkpoint: a failure or a signal says it is intact."
+    out = Path(tc.output_dir)
+    try: yield
+    except KeyboardInterrupt as e:
+        raise _stopped(getattr(e, 'signum', signal.SIGINT), out, tc.max_steps) from None
+    except (OSError, SafetensorError) as e:
+        if getattr(e, 'filename', None) and not _inside(e.filename, out): raise  # not a write of the run's
+        raise _write_failed('the results (examples/, metrics.json)', out, e, tc.max_steps) from None
 
 # %% ../nbs/07a_train_cli.ipynb #78126548
 TRAIN_PRESETS = {
@@ -442,14 +463,14 @@ def _config_diff(a, b) -> list[str]:
 def _resume_config(ap, args, given:dict, preset:str, out:Path) -> TrainConfig:
     "The saved run's `TrainConfig` with the options given; `ap.error` if there is no such run, or another."
     if not out.is_dir(): ap.error(f"--resume: no run directory {out}; start a new run without --resume")
-    if not (out / 'trainer_state.json').is_file() or not (out / 'train_config.json').is_file():
+    if not all(_run_file(out, f).is_file() for f in ('trainer_state.json', 'train_config.json')):
         ap.error(f"--resume: {out} holds no resumable run (no trainer_state.json); "
                  "start a new run without --resume")
-    saved = TrainConfig.from_json(out / 'train_config.json')
+    saved = TrainConfig.from_json(_run_file(out, 'train_config.json'))
     diff = [f"{k}={getattr(saved, k)!r} there, {v!r} given" for k, v in given.items()
             if k not in _MAY_CHANGE_ON_RESUME and getattr(saved, k) != v]
     if args.preset:
-        cfg = VLMConfig.from_json(out / 'config.json')
+        cfg = VLMConfig.from_json(_run_file(out, 'config.json'))
         diff += _config_diff(replace(get_preset(preset), lm_eos_token_id=cfg.lm_eos_token_id), cfg)
     if diff: ap.error(f"--resume: {out} holds a different config ({'; '.join(diff)}); resume with the same "
                       "options, or start a new run in another --output-dir")
@@ -463,22 +484,44 @@ def _resolve(ap, args, world:int) -> TrainConfig:
     out = Path(given.pop('output_dir', f'runs/{preset}'))
     if args.resume and args.overwrite:
         ap.error("--resume continues the run in --output-dir, --overwrite replaces it: pick one")
+    _check_process_options(ap, args, world)  # before any look at the output directory
     try:
         if args.resume: tc = _resume_config(ap, args, given, preset, out)
         else: tc = train_config_for(preset, **given, output_dir=str(out))
         check_data_source(tc.data)
         check_eval_source(tc.eval_data, tc.data)
-        check_run_dir(out, args.resume, args.overwrite)
     except (ValueError, OSError) as e: ap.error(str(e))
     A = tc.gradient_accumulation_steps
     if tc.batch_size % (world * A):
         ap.error(f"--batch-size {tc.batch_size} does not split over {world} process(es) x {A} "
                  f"accumulation step(s); use a multiple of {world * A}")
+    _check_output_dir(ap, args, out)  # last: a user's own runs/ never hides a bad option
+    return tc
+
+# %% ../nbs/07a_train_cli.ipynb #57202ae2
+_SEED_MAX = 2**32 - 1 # numpy's seeds are 32-bit; process k of a run seeds with seed + k
+
+def _check_process_options(ap, args, world:int):
+    "Options that need no run directory (threads, workers, device, seed); `ap.error` names a bad one."
     if args.threads is not None and args.threads <= 0:
         ap.error(f"--threads must be positive, got {args.threads}")
     if args.workers < 0: ap.error(f"--workers must be >= 0, got {args.workers}")
     if (bad := _device_problem(args.device)): ap.error(bad)
-    return tc
+    top = _SEED_MAX - (world - 1)
+    if args.seed is not None and not 0 <= args.seed <= top:
+        ap.error(f"--seed must be between 0 and {top}, got {args.seed}")
+
+def _check_output_dir(ap, args, out:Path):
+    "The run directory: not a file; for a new run, empty (or --overwrite) and creatable. `ap.error` if not."
+    try: check_run_dir(out, args.resume, args.overwrite)
+    except OSError as e: ap.error(str(e))
+    if not args.resume and (why := _output_dir_problem(out)):
+        ap.error(f"--output-dir {out} cannot be created: {why}")
+
+def _run_file(out:Path, name:str) -> Path:
+    "`out/name`, or its copy in a committed update not all moved in yet (the run moves it in when it starts)."
+    new = out / _STAGING / name
+    return new if (out / _STAGING / _COMMIT).exists() and new.is_file() else out / name
 
 # %% ../nbs/07a_train_cli.ipynb #c561df9b
 def _one_line(e:Exception) -> str: return ' '.join(str(e).split())
@@ -496,13 +539,43 @@ def train_cli(argv:list|None=None # the options (default: sys.argv[1:])
     tc = _resolve(ap, args, world)
     torch.set_num_threads(args.threads or default_threads(int(os.environ.get('LOCAL_WORLD_SIZE', world))))
     keep_freed_memory()
-    try: run_training(args.preset or 'tiny', tc, resume=args.resume, device=args.device,
-                      num_workers=args.workers, progress=not args.quiet, overwrite=args.overwrite)
-    except (NonFiniteLossError, ValueError, OSError) as e:  # bad data, files, settings: one line, no trace
+    try:
+        with _signals_stop(), _one_writer(tc.output_dir):
+            run_training(args.preset or 'tiny', tc, resume=args.resume, device=args.device,
+                         num_workers=args.workers, progress=not args.quiet, overwrite=args.overwrite)
+    except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM: one line, what is intact and how to go on
+        if _debug(args): raise
+        print(f"nanovlm-train: {_stop_line(e)}", file=sys.stderr)
+        return 128 + getattr(e, 'signum', signal.SIGINT)
+    except (NonFiniteLossError, ValueError, OSError, SafetensorError) as e:  # data, files, settings: one line
         if _debug(args): raise
         print(f"nanovlm-train: error: {_one_line(e)}", file=sys.stderr)
         return 1
     return 0
+
+# %% ../nbs/07a_train_cli.ipynb #77022f83
+@contextmanager
+def _signals_stop():
+    "In the block SIGINT and SIGTERM raise `RunStopped`: the loop then says which checkpoint is intact."
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    def stop(signum, frame): raise RunStopped('', signum)
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try: yield
+    finally:
+        for s, h in old.items(): signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+def _one_writer(out):
+    "Process 0 holds the run directory's lock for the whole run (data, training, results)."
+    return hold_run_dir(out) if int(os.environ.get('RANK', '0')) == 0 else nullcontext()
+
+def _stop_line(e:KeyboardInterrupt) -> str:
+    "The line a stopped run prints: the loop's (what is intact), or, stopped before it began, nothing was."
+    if str(e): return _one_line(e)
+    signum = getattr(e, 'signum', signal.SIGINT)
+    name = 'SIGINT (Ctrl-C)' if signum == signal.SIGINT else signal.Signals(signum).name
+    return f"stopped by {name} before training started; nothing was written"
 
 # %% ../nbs/07a_train_cli.ipynb #46a24e8c
 def _in_notebook() -> bool:

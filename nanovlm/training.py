@@ -282,10 +282,12 @@ def train(model:nn.Module, # (input_ids, images, attention_mask, targets) -> (lo
             if every(tc.save_every, step): loop.save(step)
             if step == stop_after: break
         if loop.st['step'] == 0 and not resume: loop.save(0)  # max_steps=0: still leave a model behind
-    except BaseException:
-        loop.run.discard()  # a failed overwriting run leaves the old run as it was
+    except BaseException as e:
+        loop.run.fail(e)  # a failed new run leaves no files, an old run stays; I/O errors, signals: one line
         raise
-    finally: bar.close()
+    finally:
+        bar.close()
+        loop.run.close()  # lets go of the run directory's lock
     return loop.run.history
 
 # %% ../nbs/07_training.ipynb #62bb5f27
