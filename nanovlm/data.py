@@ -396,6 +396,7 @@ class VQADataset(Dataset):
 # %% ../nbs/06_data.ipynb #1038aa3f
 def _check_image_file(p:Path, where:str):
     "Raise naming `where` if image file `p` is missing or does not decode."
+    if p.is_dir(): raise IsADirectoryError(f"{where}: image file {p} is a directory, not an image")
     if not p.is_file(): raise FileNotFoundError(f"{where}: image file {p} not found")
     try:
         with Image.open(p) as im:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import argparse, sys
 import torch
+from safetensors import SafetensorError
 from .inference import load_for_inference, read_image, ask  # chapter 8's: still importable from here
 from .runs import default_threads
 from .train_cli import _in_notebook, _device_problem, _one_line, _debug, _Parser
@@ -46,6 +47,8 @@ def _check_args(ap, a):
         ap.error(f"--temperature must be > 0 when sampling, got {a.temperature}; or pass --greedy")
     if a.top_k is not None and a.top_k < 1: ap.error(f"--top-k must be >= 1, got {a.top_k}")
     if a.top_p is not None and not 0 < a.top_p <= 1: ap.error(f"--top-p must be in (0, 1], got {a.top_p}")
+    if a.seed is not None and not -2**63 <= a.seed < 2**64:  # what torch.Generator.manual_seed takes
+        ap.error(f"--seed must be between {-2**63} and {2**64 - 1}, got {a.seed}")
     if (bad := _device_problem(a.device)): ap.error(bad)  # the same check as nanovlm-train's
 
 def _answers(a) -> list[str]:
@@ -63,7 +66,7 @@ def generate_cli(argv:list|None=None # the options (default: sys.argv[1:])
     _check_args(ap, a)
     torch.set_num_threads(default_threads())
     try: answers = _answers(a)
-    except (ValueError, OSError) as e:  # a bad image, checkpoint or setting (FileNotFoundError is an OSError)
+    except (ValueError, OSError, SafetensorError) as e:  # bad input; a file that changed as it was read
         if _debug(a): raise
         print(f"nanovlm-generate: error: {_one_line(e)}", file=sys.stderr)
         return 1

@@ -64,6 +64,7 @@ def read_image(path, # an image file
               ) -> Image.Image:
     "Open and fully decode an image file, upright as its EXIF tag says; a missing or unreadable file raises."
     p = Path(path)
+    if p.is_dir(): raise IsADirectoryError(f"image file {p} is a directory; pass one of the images in it")
     if not p.is_file(): raise FileNotFoundError(f"image file {p} not found; check the path")
     try:
         with Image.open(p) as im:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import json, sys
 import torch
+from safetensors import SafetensorError
 from PIL import Image
 from .split_vlm import *  # chapter 10's names, importable from nanovlm.seeing_more as they always were
 from .split_vlm import ImageSplitter, SplitCollator, SplitVLM, image_tokens, prompt_ids, splitter_for
@@ -85,7 +86,7 @@ def _is_split_checkpoint(checkpoint:str, revision:str|None) -> bool:
     "Does `checkpoint` hold a `SplitVLM` (a config with `vlm_image_token_id`)? False when it cannot tell."
     try:
         d = find_checkpoint(checkpoint, 'checkpoint', _INFERENCE_FILES, revision=revision)
-        return 'vlm_image_token_id' in json.loads((d / 'config.json').read_text(encoding='utf-8'))
+        return 'vlm_image_token_id' in json.loads((d / 'config.json').read_text(encoding='utf-8-sig'))
     except (ValueError, OSError, AttributeError): return False   # chapter 8's command reports it
 
 def generate_cli(argv:list|None=None # the options (default: sys.argv[1:])
@@ -106,7 +107,7 @@ def generate_cli(argv:list|None=None # the options (default: sys.argv[1:])
         answers = ask_images(model, tok, splitter, a.image, a.prompt, n=a.generations,
                              max_new_tokens=a.max_new_tokens, greedy=a.greedy, temperature=a.temperature,
                              top_k=a.top_k, top_p=a.top_p, seed=a.seed)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, SafetensorError) as e:  # bad input; a file that changed as it was read
         if _debug(a): raise
         print(f"nanovlm-generate: error: {_one_line(e)}", file=sys.stderr)
         return 1

@@ -498,3 +498,61 @@ def test_a_checkpoint_file_that_vanishes_while_generate_reads_it(small_runs, mon
         assert code == 1 and out.out == '', (name, code, out)
         line = one_line(out.err)
         assert line.startswith('nanovlm-generate: error: ') and name in line, (name, line)
+
+
+# ---- nanovlm-generate: a directory as --image, a checkpoint file that changes while it is read, a huge seed -----
+
+def test_generate_with_a_directory_as_image(small_runs, capsys):
+    from nanovlm.generate import generate_cli
+    straight, _ = small_runs
+    code = generate_cli(['--checkpoint', str(straight), '--image', str(straight / 'examples'), '--prompt', 'x'])
+    err = capsys.readouterr().err
+    assert code == 1 and one_line(err) == (f"nanovlm-generate: error: image file {straight / 'examples'} is a "
+                                           "directory; pass one of the images in it"), err
+
+
+def test_a_jsonl_row_whose_image_is_a_directory(tmp_path):
+    from nanovlm.data import read_jsonl
+    (tmp_path / 'pics').mkdir()
+    (tmp_path / 'rows.jsonl').write_text('{"image": "pics", "texts": [{"user": "q?", "assistant": "a"}]}\n')
+    with pytest.raises(IsADirectoryError, match=r'rows.jsonl line 1: image file .*pics is a directory, not an image'):
+        read_jsonl(tmp_path / 'rows.jsonl')
+
+
+def test_generate_refuses_a_seed_torch_cannot_take(small_runs, capsys):
+    from nanovlm.generate import generate_cli
+    straight, _ = small_runs
+    with pytest.raises(SystemExit) as e:
+        generate_cli(['--checkpoint', str(straight), '--image', str(straight / 'examples' / '0.png'), '--prompt', 'x',
+                      '--seed', str(2**70)])
+    assert e.value.code == 2 and f'--seed must be between {-2**63} and {2**64 - 1}' in capsys.readouterr().err
+
+
+def test_a_checkpoint_file_replaced_while_generate_reads_it(small_runs, monkeypatch, capsys):
+    "Every safetensors open of the run, in turn, finds a truncated file: one line and exit 1, never a traceback."
+    from nanovlm.generate import generate_cli
+    import safetensors
+    from safetensors import SafetensorError
+    straight, _ = small_runs
+    args = ['--checkpoint', str(straight), '--image', str(straight / 'examples' / '0.png'), '--prompt',
+            'Is there a circle?', '--greedy', '--max-new-tokens', '2']
+    real, calls = safetensors.safe_open, []
+    def truncated_from(n):
+        def safe_open(path, *a, **k):
+            calls.append(path)
+            if len(calls) >= n: raise SafetensorError('Error while deserializing header: MetadataIncompleteBuffer')
+            return real(path, *a, **k)
+        return safe_open
+    with monkeypatch.context() as m:
+        m.setattr(safetensors, 'safe_open', truncated_from(10**6))
+        assert generate_cli(args) == 0
+    opened = len(calls)
+    assert opened >= 1
+    capsys.readouterr()
+    for n in range(1, opened + 1):
+        calls.clear()
+        with monkeypatch.context() as m:
+            m.setattr(safetensors, 'safe_open', truncated_from(n))
+            code = generate_cli(args)
+        out = capsys.readouterr()
+        assert code == 1 and out.out == '' and one_line(out.err).startswith('nanovlm-generate: error: '), (n, out)
