@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
       help='weights in bf16 or fp32 (default auto: bf16 where the device multiplies bf16 natively)')
     return ap
 
+
+# %% ../nbs/08a_generate.ipynb #105336d8
 def _check_args(ap, a):
     "Option values that cannot work; `ap.error` (exit 2) names the first one."
     if not a.prompt.strip(): ap.error("--prompt is empty; pass a question about the image")

@@ -245,7 +245,13 @@ def api_index(root: Path = ROOT) -> str:
     place in that chapter (nbdev names a notebook's page without its number: `config.html` is
     `01_config.ipynb`)."""
     from nbdev.doclinks import _nbpath2html
-    nbs = {_nbpath2html(Path(nb.name)).name: nb for nb in chapter_notebooks(root)}
+    nbs = {}
+    for nb in chapter_notebooks(root):
+        page = _nbpath2html(Path(nb.name)).name
+        if page in nbs:
+            raise ValueError(f'{nbs[page].name} and {nb.name} both make {page} (nbdev drops the number): '
+                             'rename one so their names differ after the number')
+        nbs[page] = nb
     by_nb = {}
     for mod, names in _modidx(root).items():
         for name, link in names.items():
@@ -341,6 +347,7 @@ def sphinx_config(root: Path = ROOT) -> dict:
         'nb_merge_streams': True,
         'myst_enable_extensions': ['dollarmath', 'amsmath'],
         'myst_dmath_double_inline': True,
+        'myst_heading_anchors': 3,  # GitHub-style #anchors on headings, so README links like page.md#installing work
         'html_math_renderer': 'mathml',  # formulas as MathML, which browsers draw themselves: no MathJax
         'html_theme': 'sphinx_book_theme',
         'html_title': cfg['title'],

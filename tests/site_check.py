@@ -97,7 +97,8 @@ def _serve(site: Path):
     return server
 
 
-_norm = lambda s: ' '.join(s.replace('`', '').split())
+_SMART = str.maketrans({'\u2019': "'", '\u2018': "'", '\u201c': '"', '\u201d': '"'})  # Sphinx's smart quotes
+_norm = lambda s: ' '.join(s.replace('`', '').translate(_SMART).split())
 
 # Loads lazy pictures too and waits (10 s at most) until each has loaded or failed; returns the failed ones.
 _IMAGES_JS = """async () => {

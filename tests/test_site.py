@@ -380,3 +380,12 @@ def _summary(page: Path) -> str:
 
 _text = lambda li: re.search(r'>([^<]+)</a>', li).group(1)
 _href = lambda li: re.search(r'href="([^"]+)"', li).group(1)
+
+
+def test_two_notebooks_that_make_one_page_are_refused(tmp_path):
+    "nbdev drops the number from a page's name: 10_seeing_more and 10a_seeing_more would both be seeing_more.html."
+    (tmp_path / 'nbs').mkdir()
+    for name in ('10_seeing_more.ipynb', '10a_seeing_more.ipynb'):
+        (tmp_path / 'nbs' / name).write_text(json.dumps({'cells': [], 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}))
+    with pytest.raises(ValueError, match=r'10_seeing_more.ipynb and 10a_seeing_more.ipynb both make seeing_more.html'):
+        docsite.api_index(tmp_path)
