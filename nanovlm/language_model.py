@@ -383,7 +383,8 @@ class _Decoding:
     def __init__(self, lm:LanguageModel, x, mask, max_new_tokens:int, use_cache:bool, compile:bool):
         self.lm, self.x, self.mask = lm, x, mask  # (B, T) ids or (B, T, C) embeddings; (B, T)
         B, T = mask.shape
-        self.cache = lm.init_cache(B, T + max_new_tokens) if use_cache else None
+        L = -(-(T + max_new_tokens) // 64) * 64 if compile else T + max_new_tokens  # compiled: a few sizes
+        self.cache = lm.init_cache(B, L) if use_cache else None
         self.step = _compiled_decode_step() if compile else decode_step
         self.probe = lm.token_embedding.weight[:1].expand(B, 1, -1)  # (B, 1, C): for `_one_row_kernels`
         if use_cache: _fuse_if_stale(lm)
