@@ -18,7 +18,7 @@ from .checkpoints import (CheckpointFormatError, check_safetensors, check_state,
                                  find_checkpoint, read_safetensors)
 from .vision_transformer import ViT
 from .modality_projector import ModalityProjector
-from .language_model import LanguageModel, apply_rotary_pos_embd, position_ids, _one_row_kernels
+from .language_model import LanguageModel, apply_rotary_pos_embd, position_ids, decode_tokens
 
 # %% auto #0
 __all__ = ['VisionLanguageModel', 'answer_loss', 'filter_logits', 'image_attention', 'load_state_strict']
@@ -60,7 +60,7 @@ class VisionLanguageModel(nn.Module):
                  max_new_tokens:int=20, # tokens to generate per row
                  greedy:bool=False, temperature:float=1.0, # argmax, or sample softmax(logits / temperature)
                  top_k:int|None=None, top_p:float|None=None, # ... among the k likeliest / those totalling p
-                 use_cache:bool=True, # decode with the KV cache (False: the whole sequence at each step)
+                 use_cache:bool=True, compile:bool=False, # KV cache (else all again each step); compiled
                  eos_token_id:int|None=None, # stop token; `cfg.lm_eos_token_id` if None
                  seed:int|None=None, generator:torch.Generator|None=None, # for reproducible sampling
                  stop_check_interval:int=4): # steps between checks that every row has stopped (a host sync)
@@ -68,7 +68,7 @@ class VisionLanguageModel(nn.Module):
         _check_generation(self.cfg, input_ids.shape[1], max_new_tokens, greedy, temperature, top_p)
         pick = _sampler(greedy, temperature, top_k, top_p, seed, generator, input_ids.device)
         return _decode(self, input_ids, image, attention_mask, max_new_tokens, pick, eos_token_id, use_cache,
-                       stop_check_interval)
+                       stop_check_interval, compile)
 
     def save_pretrained(self, save_directory) -> Path: # created if missing
         "Write `model.safetensors` and `config.json` into `save_directory`: both in full, then both renamed."
@@ -142,40 +142,20 @@ def _sampler(greedy:bool, temperature:float, top_k:int|None, top_p:float|None, #
                    generator=generator)
 
 # %% ../nbs/05_vision_language_model.ipynb #1e9542a3
-# The generation loop: its stop checks, NaN flags and `_feed_back` are explained in appendix 5a
+# The loop is chapter 4's `decode_tokens`; appendix 5a explains its stop checks and NaN flags
 def _decode(model:VisionLanguageModel, input_ids, image, attention_mask, # as for `generate`
-            max_new_tokens:int, pick, eos_token_id:int|None, use_cache:bool, stop_check_interval:int):
-    "`generate`'s loop: prefill, then one token per row per step until `max_new_tokens` or every row stops."
+            max_new_tokens:int, pick, eos_token_id:int|None, use_cache:bool, stop_check_interval:int,
+            compile:bool=False):
+    "`generate`'s loop: embed image and prompt, decode until `max_new_tokens` or every row stops."
     eos = model.cfg.lm_eos_token_id if eos_token_id is None else eos_token_id
-    B, dev, n = input_ids.shape[0], input_ids.device, max_new_tokens
-    out = torch.full((B, n), eos, dtype=torch.long, device=dev)
-    if n == 0: return out
+    if max_new_tokens == 0: return torch.full((len(input_ids), 0), eos, device=input_ids.device)
     x, mask = model.embed(input_ids, image, attention_mask)  # (B, L, C), (B, L)
-    cache = model.decoder.init_cache(B, x.shape[1] + n, device=dev, dtype=x.dtype) if use_cache else None
-    h = model.decoder(x, attention_mask=mask, kv_cache=cache)  # prefill: (B, L, C)
-    done = torch.zeros(B, dtype=torch.bool, device=dev)
-    bad = torch.zeros((), dtype=torch.bool, device=dev)  # NaN or inf logits in a running row
-    for t in range(n):
-        with _one_row_kernels(h[:, -1:]): logits = model.decoder.head(h[:, -1]).float()  # (B, V)
-        finite = torch.isfinite(logits).all(-1)  # (B,)
-        bad |= ~(finite | done).all()
-        nxt = pick(logits, finite).masked_fill(done, eos)  # (B,)
-        out[:, t] = nxt
-        done = done | (nxt == eos)
-        if t == n - 1 or ((t + 1) % stop_check_interval == 0 and bool(done.all() | bad)): break  # a sync
-        x, mask, h = _feed_back(model.decoder, nxt, x, mask, cache)
+    out, bad = decode_tokens(model.decoder, x, mask, max_new_tokens, pick, eos, use_cache, compile,
+                             stop_check_interval)
     if bool(bad):
         raise ValueError("the model's logits are NaN or infinite: its weights have diverged or are "
                          "corrupt; use an earlier checkpoint (e.g. the run's best/ directory)")
     return out
-
-def _feed_back(decoder:LanguageModel, nxt, x, mask, cache):
-    "Decode the new tokens `nxt` (B,): one cached step, or the whole sequence again; `(x, mask, h)`."
-    emb = decoder.token_embedding(nxt[:, None])  # (B, 1, C)
-    mask = torch.cat([mask, mask.new_ones(len(nxt), 1)], dim=1)  # (B, L+t+1)
-    if cache is not None: return x, mask, decoder(emb, attention_mask=mask, kv_cache=cache)
-    x = torch.cat([x, emb], dim=1)
-    return x, mask, decoder(x, attention_mask=mask)
 
 # %% ../nbs/05_vision_language_model.ipynb #baabe514
 @torch.no_grad()
