@@ -191,6 +191,11 @@ PRESETS = {
                  lm_max_position_embeddings=256, lm_vocab_size=256, lm_n_heads=4, lm_n_kv_heads=2,
                  lm_n_blocks=3, lm_max_length=48, lm_model_type='', lm_tokenizer='',
                  vlm_load_backbone_weights=False, vlm_checkpoint_path='checkpoints/nanovlm-tiny'),
+    'smollm2': dict(vit_hidden_dim=96, vit_inter_dim=384, vit_patch_size=8, vit_img_size=64, vit_n_heads=4,
+                    vit_n_blocks=3, vit_model_type='', lm_max_length=64, lm_eos_token_id=2,  # tiny's ViT, and
+                    lm_model_type='SmolLM2-135M-Instruct.Q4_1.gguf',  # SmolLM2's decoder (chapter 11)
+                    lm_tokenizer='SmolLM2-135M-Instruct.Q4_1.gguf',
+                    vlm_checkpoint_path='checkpoints/nanovlm-smollm2'),
 }
 
 def get_preset(name:str, # a key of `PRESETS`
@@ -227,6 +232,7 @@ class TrainConfig(_ConfigFile):
     "How to train: optimisation, schedule, evaluation, checkpoints."
     lr_mp: float = 1e-3 # learning rate of the modality projector
     lr_backbones: float = 5e-5 # learning rate of the ViT and the LM (0 freezes them)
+    lr_decoder: float = -1.0 # the LM's own learning rate (0 freezes it); -1: lr_backbones
     weight_decay: float = 0.0 # AdamW weight decay
     batch_size: int = 16 # samples per optimizer step, over all processes and accumulation steps
     gradient_accumulation_steps: int = 1 # micro-batches per optimizer step
@@ -266,6 +272,8 @@ class TrainConfig(_ConfigFile):
         for name in ('min_lr_ratio', 'lr_decay_frac'):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.lr_decoder < 0 and self.lr_decoder != -1:
+            raise ValueError(f"lr_decoder must be >= 0, or -1 for lr_backbones, got {self.lr_decoder}")
         return self
 
 def _one_of(names) -> str: return ', '.join(repr(n) for n in names[:-1]) + f' or {names[-1]!r}'

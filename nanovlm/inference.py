@@ -85,7 +85,7 @@ def ask(model:VisionLanguageModel, tokenizer:Tokenizer, image_processor, # from 
     if n < 1: raise ValueError(f"n must be >= 1, got {n}")
     if not isinstance(image, Image.Image): image = read_image(image)
     dev = next(model.parameters()).device
-    ids = tokenizer.encode(format_prompt(question))
+    ids = tokenizer.encode_prompt(question)  # its chat template, if it has one
     if len(ids) > model.cfg.lm_max_length:
         raise ValueError(f"the question is {len(ids)} tokens long, more than the {model.cfg.lm_max_length} "
                          "the model was trained on; ask a shorter question")

@@ -11,6 +11,7 @@ from torch import nn
 import torch.nn.functional as F
 from .config import VLMConfig
 from .checkpoints import CheckpointFormatError, check_state, find_checkpoint, read_config, read_safetensors
+from .gguf import GGUFFile, is_gguf, gguf_llama_config, gguf_state_dict
 from .vision_transformer import attention
 
 # %% auto #0
@@ -347,7 +348,7 @@ class LanguageModel(nn.Module):
         return _greedy_decode(self, input_ids, attention_mask, max_new_tokens, use_cache, compile)
 
     @classmethod
-    def from_pretrained(cls, cfg:VLMConfig, # `lm_model_type` names the checkpoint: Hub repo id or directory
+    def from_pretrained(cls, cfg:VLMConfig, # `lm_model_type`: Hub repo id, directory or .gguf
                        ) -> LanguageModel:
         "The Llama checkpoint `cfg.lm_model_type` as a `LanguageModel`; sets `cfg`'s LM fields to match it."
         return _load_llama(cls, cfg)
@@ -474,13 +475,17 @@ def _load_llama(cls, # the model class, `LanguageModel`
     src = cfg.lm_model_type
     if not src:
         raise ValueError("lm_model_type is empty: set it to a Hub repo id such as "
-                         "'HuggingFaceTB/SmolLM2-135M' or to a local directory holding config.json and "
-                         "*.safetensors")
-    d = find_checkpoint(src, 'lm_model_type')  # a local directory, or the Hub's download (appendix 1a)
-    hf_config = read_config(d, 'a Llama-family checkpoint directory needs one')
+                         "'HuggingFaceTB/SmolLM2-135M', to a local directory holding config.json and "
+                         "*.safetensors, or to a Llama .gguf file")
+    if is_gguf(src):  # llama.cpp's one file: its metadata says what config.json would (appendix 1b)
+        f = GGUFFile(src)
+        hf_config = gguf_llama_config(f)
+    else:
+        d = find_checkpoint(src, 'lm_model_type')  # a local directory, or the Hub's download (appendix 1a)
+        hf_config = read_config(d, 'a Llama-family checkpoint directory needs one')
     fields_, vocab = llama_config_fields(hf_config, source=src)
     new = _target_config(cfg, fields_, vocab, src)  # validated; `cfg` itself is untouched so far
-    sd = read_safetensors(d)
+    sd = gguf_state_dict(f, hf_config) if is_gguf(src) else read_safetensors(d)  # Hugging Face's names
     with torch.device('meta'): kmap = _check_state(sd, cls(new), vocab, src)  # shapes only, no memory
     for k, v in fields_.items(): setattr(cfg, k, v)  # every check has passed: now `cfg` changes
     model = cls(cfg)

@@ -381,6 +381,9 @@ TRAIN_PRESETS = {
                  save_every=500, log_interval=25),
     'nanovlm-222m': dict(lr_mp=1e-3, lr_backbones=5e-5, batch_size=256, gradient_accumulation_steps=4,
                          max_steps=5000, eval_interval=500, eval_samples=500, save_every=500),
+    'smollm2': dict(lr_mp=6e-4, lr_backbones=6e-4, lr_decoder=0.0, batch_size=16, max_steps=1000,
+                    warmup_steps=100, lr_schedule='wsd', lr_decay_frac=0.2, min_lr_ratio=0.1,
+                    eval_interval=100, eval_samples=250, save_every=100, log_interval=25),  # chapter 11
 }
 
 def train_config_for(preset:str, **overrides) -> TrainConfig:
@@ -390,7 +393,8 @@ def train_config_for(preset:str, **overrides) -> TrainConfig:
 
 # %% ../nbs/07a_train_cli.ipynb #912013b2
 _ARGS = {'steps': 'max_steps', 'batch_size': 'batch_size', 'grad_accum': 'gradient_accumulation_steps',
-         'lr_mp': 'lr_mp', 'lr_backbones': 'lr_backbones', 'warmup': 'warmup_steps',
+         'lr_mp': 'lr_mp', 'lr_backbones': 'lr_backbones', 'lr_decoder': 'lr_decoder',
+         'warmup': 'warmup_steps',
          'schedule': 'lr_schedule', 'decay_frac': 'lr_decay_frac', 'min_lr_ratio': 'min_lr_ratio',
          'weight_decay': 'weight_decay', 'output_dir': 'output_dir', 'save_every': 'save_every',
          'compile': 'compile', 'data': 'data', 'seed': 'seed', 'eval_every': 'eval_interval',
@@ -414,6 +418,7 @@ def _parser() -> argparse.ArgumentParser:
     a('--grad-accum', type=int, help='micro-batches per step')
     a('--lr-mp', type=float, help="the projector's learning rate")
     a('--lr-backbones', type=float, help="the ViT's and LM's learning rate (0 freezes them)")
+    a('--lr-decoder', type=float, help="the LM's own learning rate (0 freezes it; default --lr-backbones)")
     a('--warmup', type=int, help='warm-up steps')
     a('--schedule', choices=['cosine', 'wsd'],
       help='after warm-up: cosine decay, or stable then a linear decay (wsd)')

@@ -29,13 +29,13 @@ class VisionLanguageModel(nn.Module):
     config_class = VLMConfig  # what `from_pretrained` reads config.json as (a subclass may name its own)
 
     def __init__(self, cfg:VLMConfig, # the model's shape; `load_backbone` may update its tower fields
-                 load_backbone:bool=False): # start from the pretrained ViT and LM named in `cfg`
+                 load_backbone:bool=False): # start from the pretrained ViT and LM named in `cfg` (if named)
         super().__init__()
         if cfg.lm_use_tokens: raise ValueError("VisionLanguageModel feeds embeddings to the decoder: "
                                                "set lm_use_tokens=False in the config")
-        self.cfg = cfg
-        self.vision_encoder = ViT.from_pretrained(cfg) if load_backbone else ViT(cfg)
-        self.decoder = LanguageModel.from_pretrained(cfg) if load_backbone else LanguageModel(cfg)
+        self.cfg, named = cfg, lambda name: load_backbone and bool(name)  # a tower with no name: from scratch
+        self.vision_encoder = ViT.from_pretrained(cfg) if named(cfg.vit_model_type) else ViT(cfg)
+        self.decoder = LanguageModel.from_pretrained(cfg) if named(cfg.lm_model_type) else LanguageModel(cfg)
         self.MP = ModalityProjector(cfg)
 
     def embed(self, input_ids, # (B, T) text token ids, left padded

@@ -253,8 +253,6 @@ def test_missing_file_names_the_install_command(monkeypatch):
         G.smollm2_gguf()
 
 
-@pytest.mark.xfail(strict=True, raises=FileNotFoundError,
-                   reason="chapter 4's from_pretrained does not take a .gguf path yet (issue 25); remove this mark then")
 def test_language_model_loads_a_gguf_path(tmp_path):
     hf, config = random_llama()
     p = G.write_llama_gguf(tmp_path / 'tiny.gguf', config, hf.state_dict(), 'Q8_0')
