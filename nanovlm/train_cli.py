@@ -408,9 +408,11 @@ class _Parser(argparse.ArgumentParser):
     "argparse with one-line errors (no usage block), exit status 2."
     def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+_DESCRIPTION = ("Train a nanovlm model. With no options: the tiny preset on ShapesVQA, on CUDA when "
+                "available, else the CPU; ends by printing held-out accuracy.")
+
 def _parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog='nanovlm-train', description="Train a nanovlm model. With no options: the tiny preset "
-                 "on ShapesVQA, on CUDA when available, else the CPU; ends by printing held-out accuracy.")
+    ap = _Parser(prog='nanovlm-train', description=_DESCRIPTION)
     a = ap.add_argument
     a('--preset', help=f"model preset, one of {sorted(PRESETS)} (default tiny)")
     a('--steps', type=int, help='optimizer steps')
