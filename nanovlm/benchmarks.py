@@ -11,6 +11,9 @@ from datetime import date
 from pathlib import Path
 import torch
 from .config import VLMConfig, TrainConfig, PRESETS, get_preset, _atomic_write_text
+from .checkpoints import CheckpointFormatError, CheckpointNotFoundError
+from .gguf import find_gguf, gguf_llama_config, SMOLLM2_GGUF
+from .language_model import LanguageModel
 from .vision_language_model import VisionLanguageModel
 from .training import make_optimizer, native_bf16, default_threads, keep_freed_memory
 try: import resource  # Unix only: peak RSS of the process
@@ -20,8 +23,8 @@ except ImportError: resource = None
 __all__ = ['PEAK_BF16_FLOPS', 'MEASUREMENT_KEYS', 'sync', 'Timing', 'time_it', 'forward_flops', 'train_flops_per_step',
            'decode_flops_per_token', 'decode_bytes_per_step', 'peak_bf16_flops', 'mfu', 'matmul_peak', 'copy_bandwidth',
            'reset_peak_memory', 'peak_memory_mb', 'random_batch', 'train_step', 'count_host_syncs', 'measurement',
-           'bench_train', 'bench_generate', 'device_name', 'measure_peaks', 'run_bench', 'format_report',
-           'summary_table', 'scaling_table', 'bench_cli']
+           'bench_train', 'bench_generate', 'bench_gguf_decode', 'device_name', 'measure_peaks', 'run_bench',
+           'run_gguf_bench', 'format_report', 'summary_table', 'scaling_table', 'bench_cli']
 
 # %% ../nbs/09_benchmarks.ipynb #5f17c4c1
 def sync(device): # a `torch.device` or its name
@@ -367,6 +370,45 @@ def bench_generate(cfg:VLMConfig, # the model's shape (random weights)
         note=None if both else 'decode time not measurable: generating all tokens took no longer than the '
              'prefill (a busy machine?); raise --new-tokens or --repeats')
 
+# %% ../nbs/09_benchmarks.ipynb #d2fd14c6
+def bench_gguf_decode(path=SMOLLM2_GGUF, # a Llama .gguf file, or the bare name of the installed SmolLM2
+                      device='cpu',
+                      prompt_len:int=32, # random prompt tokens
+                      new_tokens:int=128, # tokens generated (>= 2)
+                      dtype:torch.dtype=torch.bfloat16, # weights and activations
+                      compile:bool=False, # decode steps through `torch.compile` (compiled in the warm-up)
+                      repeats:int=3, warmup:int=1,
+                      peak_flops:float|None=None, copy_bytes_per_s:float|None=None, # yardsticks
+                      seed:int=0,
+                     ) -> dict: # a `measurement` row, as `bench_generate`'s
+    "Batch-1 greedy decoding of a GGUF-loaded `LanguageModel`: prefill, decode tokens/s, bytes read."
+    if new_tokens < 2:
+        raise ValueError(f"new_tokens must be >= 2 (the first one is the prefill's), got {new_tokens}")
+    path = find_gguf(path)
+    vocab = gguf_llama_config(path)['vocab_size']  # the file's own, not padded: the rows decoding reads
+    cfg = VLMConfig(lm_model_type=str(path), lm_use_tokens=True, lm_vocab_size=vocab)
+    lm = LanguageModel.from_pretrained(cfg).to(device=device, dtype=dtype).eval()  # `cfg` now says its shape
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, cfg.lm_vocab_size, (1, prompt_len), generator=g).to(device)  # (1, T)
+    gen = lambda n: lm.generate(ids, max_new_tokens=n, compile=compile)
+    for _ in range(warmup): gen(new_tokens)  # compiled: every cache size it will meet
+    prefill = time_it(lambda: gen(1), device, repeats, warmup=0)
+    t = time_it(lambda: gen(new_tokens), device, repeats, warmup=0)
+    del lm
+    _free(device)
+    rates = _rates('r', new_tokens - 1, [x - prefill.median for x in t.times])  # tokens/s after the first
+    name = _DTYPE_NAMES.get(dtype, str(dtype))
+    return measurement(
+        name=f"{Path(cfg.lm_model_type).name} {name}{' compiled' if compile else ''}", kind='generate',
+        batch_size=1, dtype=name, compiled=compile, prompt_tokens=prompt_len, new_tokens=new_tokens,
+        peak_flops=peak_flops, prefill_ms=prefill.median * 1e3, prefill_ms_min=prefill.min * 1e3,
+        prefill_ms_max=prefill.max * 1e3, **{f'decode_tokens_per_s_cache{s}': rates.get('r' + s)
+                                             for s in ('', '_min', '_max')},
+        **_decode_yardsticks(cfg, 1, prompt_len + new_tokens // 2, dtype, rates, peak_flops,
+                             copy_bytes_per_s),
+        peak_memory_mb=peak_memory_mb(device)[0], peak_memory_kind=peak_memory_mb(device)[1],
+        note=None if rates else 'decode time not measurable: raise --new-tokens or --repeats')
+
 # %% ../nbs/09_benchmarks.ipynb #55570e55
 def device_name(device) -> str:
     "What the device is: the GPU's name, or the CPU model and the threads torch uses."
@@ -447,6 +489,30 @@ def run_bench(preset:str='tiny', # a key of `PRESETS`
                     new_tokens=new_tokens, text_len=text_len or cfg.lm_max_length, repeats=repeats,
                     warmup=warmup, compile=compile, bf16=bf16, threads=torch.get_num_threads())
     return _report(preset, device, peaks, bool(peak_flops), settings, rows)
+
+# %% ../nbs/09_benchmarks.ipynb #861b86f0
+def run_gguf_bench(path=SMOLLM2_GGUF, # a Llama .gguf file (`bench_gguf_decode`)
+                   device='cpu', prompt_len:int=32, new_tokens:int=128, repeats:int=3, warmup:int=1,
+                   compile:bool|None=None, # also time compiled decoding (default: on CUDA)
+                   bf16:bool|None=None, # also bf16 weights (default: where bf16 is native)
+                   peak_flops:float|None=None, peak_n:int|None=None, log=None) -> dict:
+    "Batch-1 decoding of a GGUF-loaded decoder in each precision, eager (and compiled): a `run_bench` report."
+    device, log = torch.device(device), log or (lambda s: None)
+    if compile is None: compile = device.type == 'cuda'
+    if bf16 is None: bf16 = native_bf16(device)
+    dtypes = [torch.float32, torch.bfloat16] if bf16 else [torch.float32]
+    log(f"yardsticks: matmul peak in {', '.join(_DTYPE_NAMES[d] for d in dtypes)}, copy bandwidth ...")
+    peaks = _peaks(device, dtypes, peak_flops, True, peak_n)
+    rows = []
+    for dt in dtypes:
+        for c in ([False, True] if compile else [False]):
+            log(f"decode {Path(str(path)).name} {_DTYPE_NAMES[dt]}{' compiled' if c else ''} ...")
+            rows.append(bench_gguf_decode(path, device, prompt_len, new_tokens, dt, c, repeats, warmup,
+                                          peaks['matmul'][_DTYPE_NAMES[dt]]['flops'],
+                                          peaks['copy']['bytes_per_s']))
+    settings = {'gguf': str(path), 'prompt_len': prompt_len, 'new_tokens': new_tokens, 'repeats': repeats,
+                'warmup': warmup, 'compile': compile, 'threads': torch.get_num_threads()}
+    return _report(Path(str(path)).name, device, peaks, peak_flops is not None, settings, rows)
 
 # %% ../nbs/09_benchmarks.ipynb #efa79b84
 def _fmt(v, digits:int=0) -> str:
@@ -603,6 +669,8 @@ def _parser() -> argparse.ArgumentParser:
       help='side of the square matmul measuring the peak (default: 2048 on a CPU, 8192 on a GPU)')
     a('--skip-train', action='store_true', help='no training measurements')
     a('--skip-generate', action='store_true', help='no generation measurements')
+    a('--gguf', nargs='?', const=SMOLLM2_GGUF, default=None, metavar='FILE',
+      help='instead of a preset: batch-1 decoding of a Llama .gguf (no FILE: the installed SmolLM2)')
     a('--threads', type=_positive_int, default=None, help='CPU threads (default: one per usable core)')
     a('--json', type=Path, default=None, metavar='PATH', help='also write the report as JSON to PATH')
     return ap
@@ -622,9 +690,10 @@ def _check_device(ap, a):
 def _check_lengths(ap, a, cfg:VLMConfig):
     "Fill in the defaults that depend on device and preset; the tokens must fit in the model's positions."
     a.batch_size = a.batch_size or (32 if a.device.type == 'cuda' else 4)
-    a.new_tokens = a.new_tokens or (32 if a.preset == 'tiny' else 128)
+    a.new_tokens = a.new_tokens or (32 if a.preset == 'tiny' and not a.gguf else 128)
     if a.new_tokens < 2:
         ap.error(f"argument --new-tokens: must be >= 2 (the first is the prefill's), got {a.new_tokens}")
+    if a.gguf: return  # the file's own positions: chapter 4's checks
     longest = cfg.n_image_tokens + max(a.prompt_len + a.new_tokens, a.text_len or 0)
     if longest > cfg.lm_max_position_embeddings:
         ap.error(f"{cfg.n_image_tokens} image tokens + {a.prompt_len} prompt + {a.new_tokens} new tokens (or "
@@ -643,13 +712,16 @@ def _check_args(ap, a):
     if a.skip_train and a.skip_generate:
         ap.error("--skip-train and --skip-generate together leave nothing to measure")
     _check_lengths(ap, a, cfg)
+    if a.gguf:
+        try: find_gguf(a.gguf)
+        except CheckpointNotFoundError as e: ap.error(f'argument --gguf: {e}')
     if a.json is not None and not a.json.parent.is_dir():
         ap.error(f"argument --json: directory {a.json.parent} does not exist; create it first")
     return a
 
 # %% ../nbs/09_benchmarks.ipynb #9bde3f5d
 def bench_cli(argv=None):
-    "Measure training and generation speed and peak memory of a preset; print a table, optionally write JSON."
+    "Measure a preset's training and generation (or a .gguf's decoding); print a table, optionally JSON."
     ap = _parser()
     a = _check_args(ap, ap.parse_args(argv))
     threads = torch.get_num_threads()
@@ -657,9 +729,12 @@ def bench_cli(argv=None):
     keep_freed_memory()  # as nanovlm-train runs (appendix 6b)
     log = lambda s: print(f'[nanovlm-bench] {s}', file=sys.stderr, flush=True)
     try:
-        report = run_bench(a.preset, a.device, a.batch_size, a.gen_batch_sizes, a.prompt_len, a.new_tokens,
-                           a.text_len, a.repeats, a.warmup, a.compile, a.bf16, a.peak_flops, a.skip_train,
-                           a.skip_generate, a.peak_size, log=log)
+        if a.gguf: report = run_gguf_bench(a.gguf, a.device, a.prompt_len, a.new_tokens, a.repeats, a.warmup,
+                                           a.compile, a.bf16, a.peak_flops, a.peak_size, log=log)
+        else: report = run_bench(a.preset, a.device, a.batch_size, a.gen_batch_sizes, a.prompt_len,
+                                 a.new_tokens, a.text_len, a.repeats, a.warmup, a.compile, a.bf16,
+                                 a.peak_flops, a.skip_train, a.skip_generate, a.peak_size, log=log)
+    except CheckpointFormatError as e: sys.exit(f'nanovlm-bench: error: {e}')  # a bad .gguf
     finally: torch.set_num_threads(threads)  # in-process (tests, notebooks): leave torch as we found it
     print(format_report(report))
     if a.json is not None:

@@ -115,3 +115,42 @@ def test_module_entry_point():
     env = {**os.environ, 'PYTHONPATH': str(ROOT)}
     r = subprocess.run([sys.executable, '-m', 'nanovlm.benchmarks', '--preset', 'huge'], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "nanovlm-bench: error: unknown preset 'huge'" in r.stderr
+
+
+def test_gguf_decoding(tmp_path, capsys):
+    "`--gguf FILE`: a Llama .gguf decoded at batch 1; the bytes per token are the file's decoder, read once."
+    pytest.importorskip('gguf')
+    pytest.importorskip('transformers')
+    from test_gguf import random_llama
+    from nanovlm import gguf as G
+    from nanovlm.benchmarks import decode_bytes_per_step
+    from nanovlm.config import VLMConfig
+    hf, config = random_llama()
+    path = G.write_llama_gguf(tmp_path / 'tiny.gguf', config, hf.state_dict(), 'Q8_0')
+    out = tmp_path / 'gguf.json'
+    assert bench_cli(['--gguf', str(path), '--threads', '1', '--new-tokens', '6', '--prompt-len', '4', '--repeats', '1',
+                      '--warmup', '0', '--peak-size', '256', '--json', str(out)]) is None
+    report = json.loads(out.read_text())
+    assert report['preset'] == 'tiny.gguf' and report['settings']['gguf'] == str(path)
+    rows = report['measurements']
+    assert [r['dtype'] for r in rows] == PRECISIONS and all(r['new_tokens'] == 6 for r in rows)
+    c = config
+    cfg = VLMConfig(lm_hidden_dim=c['hidden_size'], lm_inter_dim=c['intermediate_size'], lm_n_heads=c['num_attention_heads'],
+                    lm_n_kv_heads=c['num_key_value_heads'], lm_n_blocks=c['num_hidden_layers'], lm_vocab_size=c['vocab_size'],
+                    lm_tie_weights=c.get('tie_word_embeddings', True))
+    for r in rows:
+        assert r['decode_bytes_per_step'] == decode_bytes_per_step(cfg, 1, 4 + 3, 2 if r['dtype'] == 'bf16' else 4)
+        assert r['decode_tokens_per_s_cache'] > 0 and 0 < r['bandwidth_fraction']
+    assert 'tiny.gguf fp32' in capsys.readouterr().out
+
+
+def test_gguf_refusals(tmp_path, capsys):
+    "A missing .gguf is argparse's one-line error (exit 2); a damaged one is one line naming it (exit 1)."
+    pytest.importorskip('gguf')
+    with pytest.raises(SystemExit) as e: bench_cli(['--gguf', str(tmp_path / 'none.gguf')])
+    assert e.value.code == 2 and 'argument --gguf: ' in capsys.readouterr().err
+    bad = tmp_path / 'bad.gguf'
+    bad.write_bytes(b'GGUF' + b'\0' * 12)
+    with pytest.raises(SystemExit) as e: bench_cli(['--gguf', str(bad), '--threads', '1', '--peak-size', '64'])
+    msg = str(e.value.code)
+    assert msg.startswith('nanovlm-bench: error: ') and str(bad) in msg and '\n' not in msg
