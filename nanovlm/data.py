@@ -230,8 +230,9 @@ def _saved_eos(cfg_path:Path, tok:tokenizers.Tokenizer) -> str:
 
 def _saved_template(cfg_path:Path) -> str|None:
     "The ChatML chat template that `tokenizer_config.json` at `cfg_path` holds, if any (others are ignored)."
-    try: t = json.loads(cfg_path.read_text(encoding='utf-8')).get('chat_template')
-    except (OSError, json.JSONDecodeError, AttributeError): t = None
+    if not cfg_path.is_file(): return None
+    try: t = json.loads(cfg_path.read_text(encoding='utf-8-sig')).get('chat_template')  # a failed read raises
+    except (json.JSONDecodeError, AttributeError): t = None
     return t if isinstance(t, str) and IM_START in t and IM_END in t else None
 
 def _gguf_tokenizer(path, eos_token:str|None) -> Tokenizer:
