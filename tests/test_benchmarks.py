@@ -119,6 +119,7 @@ def test_module_entry_point():
 
 def test_gguf_decoding(tmp_path, capsys):
     "`--gguf FILE`: a Llama .gguf decoded at batch 1; the bytes per token are the file's decoder, read once."
+    # a warm-up and 24 tokens: a cold prefill timed against warm decoding can leave no decode time on a busy machine
     pytest.importorskip('gguf')
     pytest.importorskip('transformers')
     from test_gguf import random_llama
@@ -128,18 +129,18 @@ def test_gguf_decoding(tmp_path, capsys):
     hf, config = random_llama()
     path = G.write_llama_gguf(tmp_path / 'tiny.gguf', config, hf.state_dict(), 'Q8_0')
     out = tmp_path / 'gguf.json'
-    assert bench_cli(['--gguf', str(path), '--threads', '1', '--new-tokens', '6', '--prompt-len', '4', '--repeats', '1',
-                      '--warmup', '0', '--peak-size', '256', '--json', str(out)]) is None
+    assert bench_cli(['--gguf', str(path), '--threads', '1', '--new-tokens', '24', '--prompt-len', '4', '--repeats', '2',
+                      '--warmup', '1', '--peak-size', '256', '--json', str(out)]) is None
     report = json.loads(out.read_text())
     assert report['preset'] == 'tiny.gguf' and report['settings']['gguf'] == str(path)
     rows = report['measurements']
-    assert [r['dtype'] for r in rows] == PRECISIONS and all(r['new_tokens'] == 6 for r in rows)
+    assert [r['dtype'] for r in rows] == PRECISIONS and all(r['new_tokens'] == 24 for r in rows)
     c = config
     cfg = VLMConfig(lm_hidden_dim=c['hidden_size'], lm_inter_dim=c['intermediate_size'], lm_n_heads=c['num_attention_heads'],
                     lm_n_kv_heads=c['num_key_value_heads'], lm_n_blocks=c['num_hidden_layers'], lm_vocab_size=c['vocab_size'],
                     lm_tie_weights=c.get('tie_word_embeddings', True))
     for r in rows:
-        assert r['decode_bytes_per_step'] == decode_bytes_per_step(cfg, 1, 4 + 3, 2 if r['dtype'] == 'bf16' else 4)
+        assert r['decode_bytes_per_step'] == decode_bytes_per_step(cfg, 1, 4 + 12, 2 if r['dtype'] == 'bf16' else 4)
         assert r['decode_tokens_per_s_cache'] > 0 and 0 < r['bandwidth_fraction']
     assert 'tiny.gguf fp32' in capsys.readouterr().out
 
