@@ -1,0 +1,147 @@
+"""Chapter 11's experiment: ShapesVQA with the pretrained SmolLM2-135M-Instruct as the decoder (frozen) against
+the tiny decoder trained from scratch, on the same held-out questions; and what a training step of each costs.
+
+    python experiments/pretrained_decoder.py train --preset smollm2 --output-dir runs/exp/smollm2
+    python experiments/pretrained_decoder.py train --preset tiny --output-dir runs/exp/tiny16 --batch-size 16 \\
+        --steps 1000 --eval-every 100 --eval-samples 250 --save-every 100
+    python experiments/pretrained_decoder.py train --preset tiny --output-dir runs/exp/tiny64 --eval-every 100 \\
+        --eval-samples 250
+    python experiments/pretrained_decoder.py time --steps 10 --out experiments/results/pretrained_decoder/timing.json
+    python experiments/pretrained_decoder.py collect runs/exp/smollm2 runs/exp/tiny16 runs/exp/tiny64 \\
+        --out experiments/results/pretrained_decoder
+
+`train` is `nanovlm-train --preset NAME [options]` (one thread) plus three records the command does not keep,
+written to `<output-dir>.evals.jsonl` beside the run directory: an evaluation before the first step, the share of answers that
+are a word of the right kind for their question ("formed": a colour for a colour question, a number for a
+count...) with a few answers verbatim, and the CPU seconds the process spent in training steps so far (one
+thread: on a quiet machine, about the wall time; on a shared one the wall time is not a speed). `--resume`
+continues a run. `time` measures the cost of one training step of each run's recipe (`nanovlm.pretrained.time_steps`:
+the median over `--steps` after two untimed steps, wall and CPU time, on one thread), with the load average. `collect` writes one small JSON per run, which
+chapter 11 reads.
+"""
+import argparse, json, os, platform, sys, time
+from datetime import date
+from pathlib import Path
+
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+import torch
+import nanovlm.train_cli as CLI
+import nanovlm.training as T
+from nanovlm.pretrained import formed_rate, time_steps
+
+RUNS = {'smollm2': ('smollm2', {}), 'tiny16': ('tiny', {'batch_size': 16}), 'tiny64': ('tiny', {})}  # for `time`
+N_ANSWERS = 10  # answers kept verbatim per evaluation
+
+
+class _Evaluator(T.Evaluator):
+    "The library's evaluator, also writing `evals.jsonl`: accuracy, formed answers, a few answers, CPU time."
+    out, step, cpu_train_s = None, 0, 0.0
+
+    def predictions(self, model):
+        self.last = super().predictions(model)
+        return self.last
+
+    def __call__(self, model):
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = super().__call__(model)
+        formed = {f'formed/{t}': v for t, v in formed_rate(self.last).items()}
+        rec = {'step': self.step, **res, **formed, 'cpu_train_s': round(self.cpu_train_s, 2),
+               'eval_wall_s': round(time.perf_counter() - t0, 2), 'eval_cpu_s': round(time.process_time() - c0, 2),
+               'load': os.getloadavg()[0], 'answers': [{k: p[k] for k in ('question', 'prediction', 'answer')}
+                                                       for p in self.last[:N_ANSWERS]]}
+        with open(_evals_file(self.out), 'a') as f: f.write(json.dumps(rec) + '\n')
+        return res
+
+
+def _patch(out: Path):
+    "Route the trainer through `_Evaluator`, count CPU time in steps, and evaluate once before step 1."
+    _Evaluator.out = out
+    CLI.Evaluator = _Evaluator
+    step, evaluate, train = T._Loop.step, T._Loop.evaluate, CLI.train
+    def timed_step(self, i, batches):
+        c0 = time.process_time()
+        step(self, i, batches)
+        if self.evaluator is not None: self.evaluator.cpu_train_s += time.process_time() - c0
+    def evaluate_at(self, i):
+        self.evaluator.step = i
+        return evaluate(self, i)
+    def train_from_0(model, tc, *a, resume=False, **kw):
+        ev = a[2] if len(a) > 2 else kw.get('evaluator')
+        if resume: ev.cpu_train_s = _last_eval(out).get('cpu_train_s', 0.0)
+        else: ev(model)  # step 0: the untrained towers (and, for smollm2, the pretrained decoder)
+        return train(model, tc, *a, resume=resume, **kw)
+    T._Loop.step, T._Loop.evaluate, CLI.train = timed_step, evaluate_at, train_from_0
+
+
+def _evals_file(out: Path) -> Path: return out.parent / f'{out.name}.evals.jsonl'  # outside: --overwrite keeps it
+
+
+def _last_eval(out: Path) -> dict:
+    p = _evals_file(out)
+    lines = p.read_text().splitlines() if p.is_file() else []
+    return json.loads(lines[-1]) if lines else {}
+
+
+def cmd_train(a, rest):
+    out = Path(a.output_dir)
+    if not a.resume: _evals_file(out).unlink(missing_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _patch(out)
+    argv = ['--preset', a.preset, '--output-dir', str(out), '--threads', '1', '--quiet', *rest]
+    return CLI.train_cli(argv + (['--resume'] if a.resume else ['--overwrite']))
+
+
+def cmd_time(a, rest):
+    "The cost of a training step of each run's recipe, on one thread."
+    torch.set_num_threads(1)
+    runs = []
+    for name, (preset, overrides) in RUNS.items():
+        runs.append({'run': name, **time_steps(preset, a.steps, **overrides)})
+        print(json.dumps(runs[-1]))
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps({**_machine(), 'runs': runs}, indent=1) + '\n')
+    return 0
+
+
+def _machine() -> dict:
+    return {'date': str(date.today()), 'cpu': platform.processor() or platform.machine(), 'torch': torch.__version__,
+            'threads': torch.get_num_threads()}
+
+
+def cmd_collect(a, rest):
+    "One JSON per run directory: its settings and every evaluation (answers kept for the first few only)."
+    dest = Path(a.out)
+    dest.mkdir(parents=True, exist_ok=True)
+    for d in map(Path, a.runs):
+        evals = [json.loads(l) for l in _evals_file(d).read_text().splitlines() if l.strip()]
+        for e in evals[4:]: e.pop('answers', None)
+        tc = json.loads((d / 'train_config.json').read_text())
+        metrics = [json.loads(l) for l in (d / 'metrics.jsonl').read_text().splitlines() if l.strip()]
+        cfg = json.loads((d / 'config.json').read_text())
+        rec = {'run': d.name, 'train_config': {k: tc[k] for k in ('lr_mp', 'lr_backbones', 'lr_decoder', 'batch_size',
+                                                                  'max_steps', 'warmup_steps', 'lr_schedule',
+                                                                  'eval_interval', 'eval_samples', 'seed', 'precision')},
+               'decoder': cfg['lm_model_type'] or 'tiny, from scratch',
+               'train_loss': [[m['step'], round(m['loss'], 4)] for m in metrics if 'loss' in m], 'evals': evals,
+               **_machine()}
+        (dest / f'{d.name}.json').write_text(json.dumps(rec, indent=None) + '\n')
+        print(f'{d.name}: {len(evals)} evaluations, last at step {evals[-1]["step"]}')
+    return 0
+
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest='cmd', required=True)
+    t = sub.add_parser('train', help='nanovlm-train --preset NAME, with the records above')
+    t.add_argument('--preset', required=True)
+    t.add_argument('--output-dir', required=True)
+    t.add_argument('--resume', action='store_true')
+    m = sub.add_parser('time', help='the cost of one training step of each run')
+    m.add_argument('--steps', type=int, default=10)
+    m.add_argument('--out')
+    c = sub.add_parser('collect', help='one JSON per run directory')
+    c.add_argument('runs', nargs='+')
+    c.add_argument('--out', required=True)
+    a, rest = ap.parse_known_args()
+    sys.exit({'train': cmd_train, 'time': cmd_time, 'collect': cmd_collect}[a.cmd](a, rest))
