@@ -20,7 +20,7 @@ the median over `--steps` after two untimed steps, wall and CPU time, on one thr
 chapter 11 reads.
 """
 import argparse, json, os, platform, sys, time
-from datetime import date
+from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault('OMP_NUM_THREADS', '1')
@@ -104,9 +104,18 @@ def cmd_time(a, rest):
     return 0
 
 
+def _cpu_name() -> str:
+    "The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."
+    info = Path('/proc/cpuinfo')
+    names = [l.split(':', 1)[1].strip() for l in info.read_text().splitlines()
+             if l.startswith('model name')] if info.is_file() else []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def _machine() -> dict:
-    return {'date': str(date.today()), 'cpu': platform.processor() or platform.machine(), 'torch': torch.__version__,
-            'threads': torch.get_num_threads()}
+    return {'date': datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC'), 'cpu': _cpu_name(),
+            'cpus': os.cpu_count(), 'torch': torch.__version__, 'threads': torch.get_num_threads(),
+            'load_avg_1_5_15': [round(x, 2) for x in os.getloadavg()]}
 
 
 def cmd_collect(a, rest):
