@@ -9,6 +9,8 @@ the tiny decoder trained from scratch, on the same held-out questions; and what 
     python experiments/pretrained_decoder.py time --steps 10 --out experiments/results/pretrained_decoder/timing.json
     python experiments/pretrained_decoder.py collect runs/exp/smollm2 runs/exp/tiny16 runs/exp/tiny64 \\
         --out experiments/results/pretrained_decoder
+    python experiments/pretrained_decoder.py ask runs/exp/smollm2 runs/exp/tiny64 \\
+        --out experiments/results/pretrained_decoder/ask.json
 
 `train` is `nanovlm-train --preset NAME [options]` (one thread) plus three records the command does not keep,
 written to `<output-dir>.evals.jsonl` beside the run directory: an evaluation before the first step, the share of answers that
@@ -17,7 +19,8 @@ count...) with a few answers verbatim, and the CPU seconds the process spent in 
 thread: on a quiet machine, about the wall time; on a shared one the wall time is not a speed). `--resume`
 continues a run. `time` measures the cost of one training step of each run's recipe (`nanovlm.pretrained.time_steps`:
 the median over `--steps` after two untimed steps, wall and CPU time, on one thread), with the load average. `collect` writes one small JSON per run, which
-chapter 11 reads.
+chapter 11 reads. `ask` asks each trained run a few questions about the first held-out picture, ShapesVQA's and
+others (greedy answers, in its own chat template), and writes them to one JSON.
 """
 import argparse, json, os, platform, sys, time
 from datetime import datetime, timezone
@@ -139,6 +142,26 @@ def cmd_collect(a, rest):
     return 0
 
 
+QUESTIONS = ['What color is the square?', 'How many shapes are there?', 'Describe this picture.',
+             'What is the capital of France?', 'Write a poem about the sea.']  # ShapesVQA's first, then others
+
+
+def cmd_ask(a, rest):
+    "Greedy answers of each run to `QUESTIONS` about the first held-out picture."
+    from nanovlm.data import ShapesVQA
+    from nanovlm.generate import load_for_inference, ask
+    torch.set_num_threads(1)
+    item = ShapesVQA.heldout(1)[0]
+    out = {'image': 'ShapesVQA.heldout(1)[0]', 'its question': item['texts'][0], 'questions': QUESTIONS, 'runs': {}}
+    for d in map(Path, a.runs):
+        model, tok, proc = load_for_inference(str(d), 'cpu')
+        out['runs'][d.name] = [ask(model, tok, proc, item['images'][0], q, greedy=True, max_new_tokens=24)[0]
+                               for q in QUESTIONS]
+        print(d.name, out['runs'][d.name])
+    Path(a.out).write_text(json.dumps({**out, **_machine()}, indent=1) + '\n')
+    return 0
+
+
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest='cmd', required=True)
@@ -152,5 +175,8 @@ if __name__ == '__main__':
     c = sub.add_parser('collect', help='one JSON per run directory')
     c.add_argument('runs', nargs='+')
     c.add_argument('--out', required=True)
+    q = sub.add_parser('ask', help="each run's answers to a few questions, ShapesVQA's and others")
+    q.add_argument('runs', nargs='+')
+    q.add_argument('--out', required=True)
     a, rest = ap.parse_known_args()
-    sys.exit({'train': cmd_train, 'time': cmd_time, 'collect': cmd_collect}[a.cmd](a, rest))
+    sys.exit({'train': cmd_train, 'time': cmd_time, 'collect': cmd_collect, 'ask': cmd_ask}[a.cmd](a, rest))
