@@ -6,21 +6,23 @@ the tiny decoder trained from scratch, on the same held-out questions; and what 
         --steps 1000 --eval-every 100 --eval-samples 250 --save-every 100
     python experiments/pretrained_decoder.py train --preset tiny --output-dir runs/exp/tiny64 --eval-every 100 \\
         --eval-samples 250
-    python experiments/pretrained_decoder.py time --steps 10 --out experiments/results/pretrained_decoder/timing.json
+    python experiments/pretrained_decoder.py time --steps 10 \\
+        --out experiments/results/pretrained_decoder/timing.json
     python experiments/pretrained_decoder.py collect runs/exp/smollm2 runs/exp/tiny16 runs/exp/tiny64 \\
         --out experiments/results/pretrained_decoder
-    python experiments/pretrained_decoder.py ask runs/exp/smollm2 runs/exp/tiny64 \\
+    python experiments/pretrained_decoder.py ask runs/exp/smollm2 runs/exp/tiny16 runs/exp/tiny64 \\
         --out experiments/results/pretrained_decoder/ask.json
 
 `train` is `nanovlm-train --preset NAME [options]` (one thread) plus three records the command does not keep,
-written to `<output-dir>.evals.jsonl` beside the run directory: an evaluation before the first step, the share of answers that
-are a word of the right kind for their question ("formed": a colour for a colour question, a number for a
-count...) with a few answers verbatim, and the CPU seconds the process spent in training steps so far (one
-thread: on a quiet machine, about the wall time; on a shared one the wall time is not a speed). `--resume`
-continues a run. `time` measures the cost of one training step of each run's recipe (`nanovlm.pretrained.time_steps`:
-the median over `--steps` after two untimed steps, wall and CPU time, on one thread), with the load average. `collect` writes one small JSON per run, which
-chapter 11 reads. `ask` asks each trained run a few questions about the first held-out picture, ShapesVQA's and
-others (greedy answers, in its own chat template), and writes them to one JSON.
+written to `<output-dir>.evals.jsonl` beside the run directory: an evaluation before the first step, the share
+of answers that are a word of the right kind for their question ("formed": a colour for a colour question, a
+number for a count...) with a few answers verbatim, and the CPU seconds the process spent in training steps so
+far (one thread: on a quiet machine, about the wall time; on a shared one the wall time is not a speed).
+`--resume` continues a run. `time` measures the cost of one training step of each run's recipe
+(`nanovlm.pretrained.time_steps`: the median over `--steps` after two untimed steps, wall and CPU time, on one
+thread), with the load average. `collect` writes one small JSON per run, which chapter 11 reads. `ask` asks
+each trained run a few questions about the first held-out picture, ShapesVQA's and others (greedy answers, in
+its own chat template), and writes them to one JSON.
 """
 import argparse, json, os, platform, sys, time
 from datetime import datetime, timezone
@@ -32,7 +34,7 @@ import nanovlm.train_cli as CLI
 import nanovlm.training as T
 from nanovlm.pretrained import formed_rate, time_steps
 
-RUNS = {'smollm2': ('smollm2', {}), 'tiny16': ('tiny', {'batch_size': 16}), 'tiny64': ('tiny', {})}  # for `time`
+RUNS = {'smollm2': ('smollm2', {}), 'tiny16': ('tiny', {'batch_size': 16}), 'tiny64': ('tiny', {})}  # `time`
 N_ANSWERS = 10  # answers kept verbatim per evaluation
 
 
@@ -49,7 +51,8 @@ class _Evaluator(T.Evaluator):
         res = super().__call__(model)
         formed = {f'formed/{t}': v for t, v in formed_rate(self.last).items()}
         rec = {'step': self.step, **res, **formed, 'cpu_train_s': round(self.cpu_train_s, 2),
-               'eval_wall_s': round(time.perf_counter() - t0, 2), 'eval_cpu_s': round(time.process_time() - c0, 2),
+               'eval_wall_s': round(time.perf_counter() - t0, 2),
+               'eval_cpu_s': round(time.process_time() - c0, 2),
                'load': os.getloadavg()[0], 'answers': [{k: p[k] for k in ('question', 'prediction', 'answer')}
                                                        for p in self.last[:N_ANSWERS]]}
         with open(_evals_file(self.out), 'a') as f: f.write(json.dumps(rec) + '\n')
@@ -76,7 +79,8 @@ def _patch(out: Path):
     T._Loop.step, T._Loop.evaluate, CLI.train = timed_step, evaluate_at, train_from_0
 
 
-def _evals_file(out: Path) -> Path: return out.parent / f'{out.name}.evals.jsonl'  # outside: --overwrite keeps it
+def _evals_file(out: Path) -> Path:
+    return out.parent / f'{out.name}.evals.jsonl'  # outside the run: --overwrite keeps it
 
 
 def _last_eval(out: Path) -> dict:
@@ -131,19 +135,20 @@ def cmd_collect(a, rest):
         tc = json.loads((d / 'train_config.json').read_text())
         metrics = [json.loads(l) for l in (d / 'metrics.jsonl').read_text().splitlines() if l.strip()]
         cfg = json.loads((d / 'config.json').read_text())
-        rec = {'run': d.name, 'train_config': {k: tc[k] for k in ('lr_mp', 'lr_backbones', 'lr_decoder', 'batch_size',
-                                                                  'max_steps', 'warmup_steps', 'lr_schedule',
-                                                                  'eval_interval', 'eval_samples', 'seed', 'precision')},
+        keys = ('lr_mp', 'lr_backbones', 'lr_decoder', 'batch_size', 'max_steps', 'warmup_steps', 'lr_schedule',
+                'eval_interval', 'eval_samples', 'seed', 'precision')
+        rec = {'run': d.name, 'train_config': {k: tc[k] for k in keys},
                'decoder': cfg['lm_model_type'] or 'tiny, from scratch',
-               'train_loss': [[m['step'], round(m['loss'], 4)] for m in metrics if 'loss' in m], 'evals': evals,
-               **_machine()}
+               'train_loss': [[m['step'], round(m['loss'], 4)] for m in metrics if 'loss' in m],
+               'evals': evals,
+               'collected': _machine()}  # when collect ran (the runs' dates: README)
         (dest / f'{d.name}.json').write_text(json.dumps(rec, indent=None) + '\n')
         print(f'{d.name}: {len(evals)} evaluations, last at step {evals[-1]["step"]}')
     return 0
 
 
 QUESTIONS = ['What color is the square?', 'How many shapes are there?', 'Describe this picture.',
-             'What is the capital of France?', 'Write a poem about the sea.']  # ShapesVQA's first, then others
+             'What is the capital of France?', 'Write a poem about the sea.']  # ShapesVQA's, then others
 
 
 def cmd_ask(a, rest):
@@ -152,7 +157,8 @@ def cmd_ask(a, rest):
     from nanovlm.generate import load_for_inference, ask
     torch.set_num_threads(1)
     item = ShapesVQA.heldout(1)[0]
-    out = {'image': 'ShapesVQA.heldout(1)[0]', 'its question': item['texts'][0], 'questions': QUESTIONS, 'runs': {}}
+    out = {'image': 'ShapesVQA.heldout(1)[0]', 'its question': item['texts'][0], 'questions': QUESTIONS,
+           'runs': {}}
     for d in map(Path, a.runs):
         model, tok, proc = load_for_inference(str(d), 'cpu')
         out['runs'][d.name] = [ask(model, tok, proc, item['images'][0], q, greedy=True, max_new_tokens=24)[0]
