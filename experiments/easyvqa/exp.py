@@ -21,8 +21,9 @@ import torch
 from PIL import Image
 from nanovlm.config import get_preset
 from nanovlm.data import (VQADataset, VQACollator, train_tokenizer, format_prompt, format_answer,
-                          image_processor_for)
-from nanovlm.training import train_config_for, train, Evaluator, seed_everything
+                          image_processor_for, get_tokenizer)
+import nanovlm.training as nt
+from nanovlm.training import train_config_for, train, Evaluator, seed_everything, param_groups
 from nanovlm.vision_language_model import VisionLanguageModel
 
 HERE = Path(__file__).parent
@@ -85,7 +86,27 @@ def shift(img:Image.Image, k:int) -> Image.Image:
     out.paste(img, (dx, dy))
     return out
 
-def data(a, cfg):
+class Balanced(torch.utils.data.Dataset):
+    """Rows drawn so that each group (a row's type, or its answer) is equally likely: a fixed, seeded draw of
+    `length` rows with weight 1/(rows in its group), over which the loop's own shuffling runs as usual."""
+    def __init__(self, ds, groups:list, length:int, seed:int=0):
+        count = {g: groups.count(g) for g in set(groups)}
+        w = torch.tensor([1 / count[g] for g in groups], dtype=torch.double)
+        self.ds = ds
+        self.idx = torch.multinomial(w, length, replacement=True,
+                                     generator=torch.Generator().manual_seed(seed)).tolist()
+    def __len__(self): return len(self.idx)
+    def __getitem__(self, i): return self.ds[self.idx[i]]
+
+def vit_lr_optimizer(lr_vit:float):
+    "`make_optimizer` with the ViT in its own group at `lr_vit` (the library has one rate for both backbones)."
+    def make(model, tc):
+        lrs = {'MP.': ('MP', tc.lr_mp), 'vision_encoder.': ('vit', lr_vit), '': ('backbones', tc.lr_backbones)}
+        return torch.optim.AdamW(param_groups(model, lrs, tc.weight_decay), weight_decay=tc.weight_decay,
+                                 fused=True)
+    return make
+
+def data(a, cfg, tok=None):
     cache = {}
     train_rows, train_types = load_rows(a.data_dir / a.train, cache)
     reps = kv(a.repeat)
@@ -93,9 +114,12 @@ def data(a, cfg):
     train_types = [t for t in train_types for _ in range(reps.get(t, 1))]
     eval_rows, eval_types = load_rows(a.data_dir / a.eval, cache)
     texts = [s for r in train_rows for t in r['texts'] for s in (format_prompt(t['user']), format_answer(t['assistant']))]
-    tok = train_tokenizer(texts, cfg.lm_vocab_size, 'wordlevel')
+    tok = tok or train_tokenizer(texts, cfg.lm_vocab_size, 'wordlevel')
     proc = image_processor_for(cfg)
     train_ds = VQADataset(train_rows, tok, Augment(proc, a.aug) if a.aug else proc)
+    if a.balance:
+        groups = train_types if a.balance == 'type' else [r['texts'][0]['assistant'] for r in train_rows]
+        train_ds = Balanced(train_ds, groups, len(train_ds), a.balance_seed)
     eval_ds = VQADataset(eval_rows, tok, proc)
     sample = random.Random(0).sample(range(len(train_rows)), min(a.train_eval, len(train_rows)))
     train_eval = (VQADataset([train_rows[i] for i in sample], tok, proc), [train_types[i] for i in sample])
@@ -138,6 +162,11 @@ def main(argv=None):
     ap.add_argument('--train-eval', type=int, default=0, help='also evaluate on this many training questions')
     ap.add_argument('--repeat', action='append', default=[], metavar='TYPE=K',
                     help='training rows of this type appear K times (e.g. shape=3): oversampling')
+    ap.add_argument('--balance', choices=['type', 'answer'], help='sample rows so each type / answer is equally likely')
+    ap.add_argument('--balance-seed', type=int, default=0)
+    ap.add_argument('--lr-vit', type=float, help="the ViT's own learning rate (default: lr_backbones)")
+    ap.add_argument('--init', type=Path, help='start from the model and tokenizer of this run directory')
+    ap.add_argument('--stop-after', type=int, help='end after this step (the schedule stays that of max_steps)')
     ap.add_argument('--threads', type=int, default=1)
     ap.add_argument('--out', type=Path, default=Path('runs/easyvqa'))
     ap.add_argument('--results', type=Path, default=HERE / 'results')
@@ -146,10 +175,13 @@ def main(argv=None):
     t_start, load0 = time.time(), os.getloadavg()
     cfg = get_preset(a.preset, **kv(a.set))
     tc = train_config_for(a.preset, output_dir=str(a.out / a.name), **kv(a.tc))
-    tok, train_ds, (eval_ds, eval_types), (tr_ds, tr_types) = data(a, cfg)
+    if a.lr_vit is not None: nt.make_optimizer = vit_lr_optimizer(a.lr_vit)  # `train` looks it up at run time
+    init = VisionLanguageModel.from_pretrained(str(a.init)) if a.init else None
+    if init is not None: cfg = init.cfg
+    tok, train_ds, (eval_ds, eval_types), (tr_ds, tr_types) = data(a, cfg, get_tokenizer(str(a.init)) if a.init else None)
     cfg = replace(cfg, lm_eos_token_id=tok.eos_token_id)
     seed_everything(tc.seed)
-    model = VisionLanguageModel(cfg)
+    model = init if init is not None else VisionLanguageModel(cfg)
     collate = VQACollator(tok, cfg.lm_max_length)
     ev = Evaluator(eval_ds, collate, tok, eval_types, precision=tc.precision)
     ev_train = Evaluator(tr_ds, collate, tok, tr_types, precision=tc.precision) if len(tr_ds) else None
@@ -158,7 +190,8 @@ def main(argv=None):
         if ev_train is not None: res.update({f'train_{k}': v for k, v in ev_train(m).items()})
         return res
     t0 = time.perf_counter()
-    hist = train(model, tc, train_ds, collate, evaluate, [tok], progress=False, overwrite=True)
+    hist = train(model, tc, train_ds, collate, evaluate, [tok], progress=False, overwrite=True,
+                 stop_after=a.stop_after)
     wall = time.perf_counter() - t0
     preds = ev.predictions(model)
     for p, r in zip(preds, eval_ds.rows): p['image'] = Path(r['path']).name
@@ -175,7 +208,7 @@ def main(argv=None):
            'config': {k: v for k, v in cfg.to_dict().items() if k in kv(a.set)}, 'train_config': vars(tc),
            'n_train': len(train_ds), 'n_eval': len(eval_ds), 'image_tokens': cfg.n_image_tokens,
            'train_wall_s': round(wall, 1), 'total_wall_s': round(time.time() - t_start, 1),
-           's_per_step': round(sum(l['elapsed_s'] for l in logs[-1:]) / tc.max_steps, 4) if logs else None,
+           's_per_step': round(logs[-1]['elapsed_s'] / logs[-1]['step'], 4) if logs else None,
            'tokens_per_s': round(sum(l['tokens_per_s'] for l in logs) / len(logs), 1) if logs else None,
            'evals': [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in evals],
            'final_by_template': per_template(preds), 'shape_confusion': confusion(preds)}
