@@ -2,6 +2,8 @@
 
     python experiments/easyvqa/inspect_vit.py base shapeonly plastic        # run names under runs/easyvqa
 
+A run's final model, or its best checkpoint when it has none (runs stopped early).
+
 For 256 tuning-validation images: the mean entropy (nats) of each block's attention rows (uniform over 64 patches:
 ln 64 = 4.16), the fraction of MLP hidden units that are never above 0 after GELU's input on any image (dead), and
 the effective rank (exp of the entropy of the normalised singular values) of the final patch features.
@@ -33,6 +35,11 @@ def inspect(model, x) -> dict:
     q = s / s.sum()
     return {'attn_entropy': ent, 'dead_mlp_frac': dead, 'feature_eff_rank': round(float((-(q * q.log()).sum()).exp()), 1)}
 
+def run_dir(n:str) -> str:
+    "A run's final model, else its best checkpoint (runs stopped early leave only that)."
+    d = Path('runs/easyvqa') / n
+    return str(d if (d / 'config.json').is_file() else d / 'best')
+
 def main(names):
     torch.set_num_threads(1)
     rows = [json.loads(l) for l in Path('runs/easyvqa/data/tune_val.jsonl').read_text().splitlines()]
@@ -42,7 +49,7 @@ def main(names):
     x = torch.stack([proc(Image.open(Path('runs/easyvqa/data') / p).convert('RGB')) for p in paths])
     torch.manual_seed(0)
     out = {'init': inspect(VisionLanguageModel(cfg).eval(), x)}
-    for n in names: out[n] = inspect(VisionLanguageModel.from_pretrained(f'runs/easyvqa/{n}').eval(), x)
+    for n in names: out[n] = inspect(VisionLanguageModel.from_pretrained(run_dir(n)).eval(), x)
     for k, v in out.items(): print(k, v)
     (HERE / 'results' / 'inspect_vit.json').write_text(json.dumps(out, indent=1))
 
