@@ -76,6 +76,7 @@ class Augment:
                 if k: img = img.transpose([None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180,
                                            Image.Transpose.ROTATE_270][k])
             elif name == 'shift': img = shift(img, int(arg))
+            elif name == 'zoom': img = zoom(img, *map(float, arg.split('-')))
             elif name not in ('flip', 'rot90'): raise ValueError(f'unknown augmentation {op!r}')
         return self.proc(img)
 
@@ -84,6 +85,18 @@ def shift(img:Image.Image, k:int) -> Image.Image:
     dx, dy = (int(torch.randint(-k, k + 1, ())) for _ in range(2))
     out = Image.new('RGB', img.size, img.getpixel((0, 0)))
     out.paste(img, (dx, dy))
+    return out
+
+def zoom(img:Image.Image, lo:float, hi:float) -> Image.Image:
+    """The picture scaled by a random factor in [lo, hi] (area kept square), placed at a random position on a canvas
+    of the original size filled with the corner pixel's colour; a larger picture is cropped at a random place."""
+    s = lo + (hi - lo) * float(torch.rand(()))
+    w, h = img.size
+    W, H = max(1, round(w * s)), max(1, round(h * s))
+    big = img.resize((W, H), Image.Resampling.BILINEAR)
+    out = Image.new('RGB', img.size, img.getpixel((0, 0)))
+    dx, dy = (int(torch.randint(min(0, n - N), max(0, n - N) + 1, ())) for n, N in ((w, W), (h, H)))
+    out.paste(big, (dx, dy))
     return out
 
 class Balanced(torch.utils.data.Dataset):
@@ -105,6 +118,18 @@ def vit_lr_optimizer(lr_vit:float):
         return torch.optim.AdamW(param_groups(model, lrs, tc.weight_decay), weight_decay=tc.weight_decay,
                                  fused=True)
     return make
+
+def vit_warmup(steps:int):
+    """`set_lr` with the ViT groups' rate ramped linearly from 0 over the first `steps` optimizer steps, on top of
+    the schedule (the other groups follow the schedule alone). `train` calls `set_lr` once per step."""
+    calls = [0]
+    def set_lr(opt, factor):
+        calls[0] += 1
+        ramp = min(1.0, calls[0] / steps)
+        for g in opt.param_groups:
+            g['lr'] = g['initial_lr'] * factor * (ramp if g['name'].startswith('vit') else 1.0)
+        return max(g['lr'] for g in opt.param_groups)
+    return set_lr
 
 def data(a, cfg, tok=None):
     cache = {}
@@ -158,13 +183,14 @@ def main(argv=None):
     ap.add_argument('--preset', default='tiny')
     ap.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE', help='a VLMConfig field')
     ap.add_argument('--tc', action='append', default=[], metavar='FIELD=VALUE', help='a TrainConfig field')
-    ap.add_argument('--aug', default='', help="training augmentation: flip, shift:K, rot90, joined by +")
+    ap.add_argument('--aug', default='', help="training augmentation: flip, shift:K, rot90, zoom:LO-HI, joined by +")
     ap.add_argument('--train-eval', type=int, default=0, help='also evaluate on this many training questions')
     ap.add_argument('--repeat', action='append', default=[], metavar='TYPE=K',
                     help='training rows of this type appear K times (e.g. shape=3): oversampling')
     ap.add_argument('--balance', choices=['type', 'answer'], help='sample rows so each type / answer is equally likely')
     ap.add_argument('--balance-seed', type=int, default=0)
     ap.add_argument('--lr-vit', type=float, help="the ViT's own learning rate (default: lr_backbones)")
+    ap.add_argument('--vit-warmup', type=int, help="ramp the ViT's rate from 0 over this many steps (needs --lr-vit)")
     ap.add_argument('--init', type=Path, help='start from the model and tokenizer of this run directory')
     ap.add_argument('--stop-after', type=int, help='end after this step (the schedule stays that of max_steps)')
     ap.add_argument('--threads', type=int, default=1)
@@ -176,6 +202,7 @@ def main(argv=None):
     cfg = get_preset(a.preset, **kv(a.set))
     tc = train_config_for(a.preset, output_dir=str(a.out / a.name), **kv(a.tc))
     if a.lr_vit is not None: nt.make_optimizer = vit_lr_optimizer(a.lr_vit)  # `train` looks it up at run time
+    if a.vit_warmup: nt.set_lr = vit_warmup(a.vit_warmup)
     init = VisionLanguageModel.from_pretrained(str(a.init)) if a.init else None
     if init is not None: cfg = init.cfg
     tok, train_ds, (eval_ds, eval_types), (tr_ds, tr_types) = data(a, cfg, get_tokenizer(str(a.init)) if a.init else None)
