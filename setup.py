@@ -13,6 +13,8 @@ py_versions = '3.10 3.11 3.12 3.13'.split()
 
 requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
+pretrained_requirements = cfg.get('pretrained_requirements', '').split()  # reading GGUF files (appendix 1b)
+docs_requirements = cfg.get('docs_requirements', '').split()  # the course website (tests/docsite.py build)
 console_scripts = cfg.get('console_scripts', '').split()
 lic = licenses[cfg['license'].lower()]
 min_python = cfg['min_python']
@@ -30,7 +32,7 @@ setup(
     packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'dev': dev_requirements, 'pretrained': pretrained_requirements, 'docs': docs_requirements},
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

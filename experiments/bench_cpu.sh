@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Re-measure every CPU figure of chapter 9 and of the README's performance table; JSON and a summary go to
+# Re-measure every CPU figure of chapter 9 and of the performance table in nbs/using_nanovlm.md; JSON and a summary go to
 # experiments/results/<date>/. Run it on a quiet machine from the repository root:
 #
 #   NANOVLM_REF=<folder holding nanoVLM v0.1's models/*.py> experiments/bench_cpu.sh [CORE]

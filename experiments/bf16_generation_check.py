@@ -12,7 +12,8 @@ import argparse, json, time
 from pathlib import Path
 import torch
 from nanovlm.generate import load_for_inference
-from nanovlm.training import Evaluator, load_data
+from nanovlm.training import Evaluator
+from nanovlm.train_cli import load_data
 from nanovlm.data import VQACollator
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -11,6 +11,7 @@ this file lists the experiments run so far and what they found.
 import argparse, ast, sys
 import nanovlm.config as C
 import nanovlm.training as T
+import nanovlm.train_cli as CLI
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument('--describe', type=float, help='fraction of training items that describe the whole scene')
@@ -26,15 +27,15 @@ ap.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE', hel
 ap.add_argument('--preset', default='tiny', help='the preset --set changes (default tiny)')
 ap.add_argument('train_args', nargs=argparse.REMAINDER, help='-- then the nanovlm-train options')
 a = ap.parse_args()
-if a.describe is not None: T.SHAPES_DESCRIBE = a.describe
-if a.orders: T.SHAPES_DESCRIBE_ORDERS = tuple(a.orders.split(','))
+if a.describe is not None: CLI.SHAPES_DESCRIBE = a.describe
+if a.orders: CLI.SHAPES_DESCRIBE_ORDERS = tuple(a.orders.split(','))
 if a.qtypes:
-    class _Mix(T.ShapesVQA):  # the training set's mix; `heldout` passes its own qtypes, so evaluation is unchanged
+    class _Mix(CLI.ShapesVQA):  # the training set's mix; `heldout` passes its own qtypes, so evaluation is unchanged
         def __init__(self, *args, **kw): super().__init__(*args, **{'qtypes': tuple(a.qtypes.split(',')), **kw})
-    T.ShapesVQA = _Mix
+    CLI.ShapesVQA = _Mix
 if a.exists_max_shapes:
     import nanovlm.data as D
-    _sample, _scene = D._sample_question, T.ShapesVQA.scene
+    _sample, _scene = D._sample_question, CLI.ShapesVQA.scene
     def _sample_train(rng, qtype, *args, **kw):
         while True:  # redraw from the same stream: deterministic
             shapes, q, ans = _sample(rng, qtype, *args, **kw)
@@ -44,10 +45,10 @@ if a.exists_max_shapes:
         D._sample_question = _sample_train
         try: return _scene(self, i)
         finally: D._sample_question = _sample
-    T.ShapesVQA.scene = scene
+    CLI.ShapesVQA.scene = scene
 if a.pixels01:
     import nanovlm.data as D
-    T.image_processor_for = lambda cfg: D.get_image_processor(cfg.vit_img_size)  # no normalisation
+    CLI.image_processor_for = lambda cfg: D.get_image_processor(cfg.vit_img_size)  # no normalisation
 if a.betas:
     _make = T.make_optimizer
     def _with_betas(model, tc):
@@ -61,4 +62,4 @@ for kv in a.set:
     except (ValueError, SyntaxError): pass
     C.PRESETS[a.preset] = {**C.PRESETS[a.preset], k: v}
 args = a.train_args[1:] if a.train_args[:1] == ['--'] else a.train_args
-sys.exit(T.train_cli(args))
+sys.exit(CLI.train_cli(args))

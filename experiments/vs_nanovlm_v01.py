@@ -11,7 +11,8 @@ run it rather than in fp32 with a plain AdamW:
   7's optimizer (`make_optimizer`: fused AdamW), and glibc's malloc told to keep freed memory (`keep_freed_memory`,
   which `nanovlm-train` calls). nanoVLM v0.1 runs as its train.py does: fp32 (its only CPU mode), `optim.AdamW`, and
   the allocator as it comes. The allocator setting is process-wide, so v0.1 is timed first, and then once more after
-  it, to show how much of the gap is the allocator alone (`train, same allocator`).
+  it, to show how much of the gap is the allocator alone (`train, same allocator`); that second time, the two
+  models' steps alternate one by one, and the ratio of each pair is kept (`cpu_per_repeat`, its min and max).
 - generation: weights in `--precision` (what `nanovlm-generate --precision auto` loads), KV cache; v0.1's generate.
 - `--compile`: nanovlm's training step through `torch.compile` (`nanovlm-train --compile`); the compilation falls in
   the untimed first step, whose wall time is reported as `first_call_wall_s`.
@@ -47,6 +48,12 @@ from nanovlm.vision_language_model import VisionLanguageModel
 from nanovlm.training import make_optimizer, precision_context, resolve_precision, keep_freed_memory
 
 precision = resolve_precision('cpu', args.precision)
+loadavg_start = list(os.getloadavg())
+
+def _cpu_name() -> str:
+    "The CPU's model name (/proc/cpuinfo), else what platform says."
+    try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
+    except (OSError, StopIteration): return platform.processor() or platform.machine()
 
 def cpu_s() -> float:
     t = os.times()
@@ -91,8 +98,23 @@ def train_step_fn(name:str, model):
 theirs.train(); ours.train()
 res['nanoVLM v0.1', 'train'] = timed(train_step_fn('nanoVLM v0.1', theirs), args.repeats)  # the allocator as it comes
 keep_freed_memory()  # what nanovlm-train does before it trains
-res['nanovlm', 'train'] = timed(train_step_fn('nanovlm', ours), args.repeats)
-res['nanoVLM v0.1', 'train, same allocator'] = timed(train_step_fn('nanoVLM v0.1', theirs), args.repeats)
+steps = {'nanovlm': train_step_fn('nanovlm', ours), 'nanoVLM v0.1': train_step_fn('nanoVLM v0.1', theirs)}
+first = {}
+for name, fn in steps.items():  # untimed (nanovlm's compilation, with --compile, happens here)
+    w = time.perf_counter()
+    fn()
+    first[name] = time.perf_counter() - w
+alternated = {name: [] for name in steps}  # one step each, in turn: a slow phase of the machine hits both
+for _ in range(args.repeats):
+    for name, fn in steps.items():
+        w, c = time.perf_counter(), cpu_s()
+        fn()
+        alternated[name].append((time.perf_counter() - w, cpu_s() - c))
+for name, key in (('nanovlm', 'train'), ('nanoVLM v0.1', 'train, same allocator')):
+    wall, cpu = [w for w, _ in alternated[name]], [c for _, c in alternated[name]]
+    res[name, key] = {'wall_s': statistics.median(wall), 'cpu_s': statistics.median(cpu), 'wall_all': wall,
+                      'cpu_all': cpu, 'first_call_wall_s': first[name]}
+per_repeat = [t[1] / o[1] for t, o in zip(alternated['nanoVLM v0.1'], alternated['nanovlm'])]
 if not args.skip_generate:
     prompt, im = torch.randint(1, 49152, (1, 32)), torch.rand(1, 3, 224, 224)
     theirs.eval(); ours.eval()
@@ -110,10 +132,13 @@ for what, theirs_key in (('train', 'train'), ('train, same allocator', 'train, s
     if ('nanoVLM v0.1', theirs_key) not in res: continue
     a, b = res['nanoVLM v0.1', theirs_key], res['nanovlm', what.split(',')[0]]
     ratios[what] = {'wall': a['wall_s'] / b['wall_s'], 'cpu': a['cpu_s'] / b['cpu_s']}
+    if what == 'train, same allocator':  # alternated step by step: the spread of the ratio, repeat by repeat
+        ratios[what].update(cpu_per_repeat=per_repeat, cpu_min=min(per_repeat), cpu_max=max(per_repeat))
     print(f"| {what} | {a['wall_s']:.2f} / {a['cpu_s']:.2f} | {b['wall_s']:.2f} / {b['cpu_s']:.2f} | "
           f"{ratios[what]['wall']:.2f}x | {ratios[what]['cpu']:.2f}x |")
 if args.json:
     with open(args.json, 'w') as f:
         json.dump({'date': date.today().isoformat(), 'torch': torch.__version__, 'threads': args.threads,
+                   'cpu': _cpu_name(), 'loadavg_end': list(os.getloadavg()), 'loadavg_start': loadavg_start,
                    'precision': precision, 'compiled': args.compile, 'machine': platform.processor() or platform.machine(),
                    'results': {f'{k[0]} | {k[1]}': v for k, v in res.items()}, 'ratios': ratios}, f, indent=1)

@@ -75,17 +75,16 @@ def forward_flops(cfg:VLMConfig, # the model's shape
                   text_len:int, # T, text tokens per sample
                  ) -> dict: # part -> FLOPs of one sample's forward pass
     "FLOPs of one sample's forward pass, per part (a multiply-add is 2 FLOPs)."
-    p, Pc = cfg.vit_patch_size, cfg.vit_n_patches
-    P, Cv, Iv, Lv = Pc + int(cfg.vit_cls_flag), cfg.vit_hidden_dim, cfg.vit_inter_dim, cfg.vit_n_blocks
-    N, C, I, L = cfg.n_image_tokens, cfg.lm_hidden_dim, cfg.lm_inter_dim, cfg.lm_n_blocks
-    V = cfg.lm_vocab_size
-    kv, S = cfg.lm_n_kv_heads * cfg.lm_head_dim, cfg.n_image_tokens + text_len
-    return {'ViT matmuls': 2 * (Pc * 3*p*p*Cv + P * Lv * (4*Cv*Cv + 2*Cv*Iv)),  # patch conv; qkv + out, MLP
-            'ViT attention': Lv * 4 * P * P * Cv,                                  # QK^T and AV, no mask
+    p, P = cfg.vit_patch_size, cfg.vit_n_patches
+    P_cls, Cv, Fv, nv = P + int(cfg.vit_cls_flag), cfg.vit_hidden_dim, cfg.vit_inter_dim, cfg.vit_n_blocks
+    N, C, F, n_layers = cfg.n_image_tokens, cfg.lm_hidden_dim, cfg.lm_inter_dim, cfg.lm_n_blocks
+    kv, L = cfg.lm_n_kv_heads * cfg.lm_head_dim, cfg.n_image_tokens + text_len  # H_kv·D; L = N + T
+    return {'ViT matmuls': 2 * (P * 3*p*p*Cv + P_cls * nv * (4*Cv*Cv + 2*Cv*Fv)),  # conv; qkv + out, MLP
+            'ViT attention': nv * 4 * P_cls * P_cls * Cv,                         # QK^T and AV, no mask
             'projector': 2 * N * cfg.mp_input_dim * C,
-            'LM matmuls': 2 * S * L * (2*C*C + 2*C*kv + 3*C*I),                    # q, out; k, v; SwiGLU
-            'LM attention': L * 4 * S * S * C,                                     # PaLM: the full square
-            'LM head': 2 * text_len * C * V}                                       # logits at text positions
+            'LM matmuls': 2 * L * n_layers * (2*C*C + 2*C*kv + 3*C*F),             # q, out; k, v; SwiGLU
+            'LM attention': n_layers * 4 * L * L * C,                              # PaLM: the full square
+            'LM head': 2 * text_len * C * cfg.lm_vocab_size}                       # logits at text positions
 
 def train_flops_per_step(cfg:VLMConfig, text_len:int, batch_size:int) -> int:
     "FLOPs of a training step (forward + backward = 3 x forward) on `batch_size` samples, `text_len` tokens."
@@ -96,8 +95,10 @@ def decode_flops_per_token(cfg:VLMConfig, # the model's shape
                            context:int, # tokens already in the KV cache
                           ) -> int:
     "FLOPs to decode one token with a KV cache: 2 per LM weight (and head), plus attention."
-    C, I, L, kv = cfg.lm_hidden_dim, cfg.lm_inter_dim, cfg.lm_n_blocks, cfg.lm_n_kv_heads * cfg.lm_head_dim
-    return 2 * L * (2*C*C + 2*C*kv + 3*C*I) + 2 * C * cfg.lm_vocab_size + 4 * L * C * (context + 1)
+    C, F, n_layers = cfg.lm_hidden_dim, cfg.lm_inter_dim, cfg.lm_n_blocks
+    kv = cfg.lm_n_kv_heads * cfg.lm_head_dim                                      # H_kv·D
+    return (2 * n_layers * (2*C*C + 2*C*kv + 3*C*F) + 2 * C * cfg.lm_vocab_size       # weights, head
+            + 4 * n_layers * C * (context + 1))                                          # attention
 
 def decode_bytes_per_step(cfg:VLMConfig, # the model's shape
                           batch_size:int, # B, rows decoded together
@@ -178,11 +179,11 @@ def random_batch(cfg:VLMConfig, # the model's shape
                  text_len:int, # T
                  device='cpu',
                  seed:int=0, # same data for every variant
-                ) -> tuple: # (ids (B, T), images (B, 3, S, S), targets (B, T))
+                ) -> tuple: # (ids (B, T), images (B, 3, R, R), targets (B, T))
     "Random token ids, images and next-token targets at every text position."
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, cfg.lm_vocab_size, (batch_size, text_len), generator=g)       # (B, T)
-    img = torch.randn(batch_size, 3, cfg.vit_img_size, cfg.vit_img_size, generator=g)  # (B, 3, S, S)
+    img = torch.randn(batch_size, 3, cfg.vit_img_size, cfg.vit_img_size, generator=g)  # (B, 3, R, R)
     tgt = torch.randint(1, cfg.lm_vocab_size, (batch_size, text_len), generator=g)       # (B, T)
     return ids.to(device), img.to(device), tgt.to(device)
 
@@ -324,6 +325,7 @@ def _decode_yardsticks(cfg:VLMConfig, batch_size:int, context:int, dtype:torch.d
     if peak_flops: out['decode_mfu'] = cached['r'] * decode_flops_per_token(cfg, context) / peak_flops
     return out
 
+# %% ../nbs/09_benchmarks.ipynb #cc26e5fc
 def bench_generate(cfg:VLMConfig, # the model's shape (random weights)
                    device='cpu',
                    batch_size:int=1, # prompts decoded together
@@ -339,8 +341,7 @@ def bench_generate(cfg:VLMConfig, # the model's shape (random weights)
     "Prefill latency, decode tokens/s with the KV cache and without, same tokens?, yardsticks."
     if new_tokens < 2:
         raise ValueError(f"new_tokens must be >= 2 (the first one is the prefill's), got {new_tokens}")
-    device = torch.device(device)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)                                       # the helpers take a device or its name
     model = VisionLanguageModel(cfg).to(device=device, dtype=dtype).eval()
     ids, img, _ = random_batch(cfg, batch_size, prompt_len, device, seed)
     prefill, decode, same, memory = _time_generate(model, ids, img, new_tokens, device, repeats, warmup)
@@ -349,18 +350,18 @@ def bench_generate(cfg:VLMConfig, # the model's shape (random weights)
     rates = {c: _rates('r', batch_size * (new_tokens - 1), decode[c]) for c in decode}  # tokens/s
     rate = lambda cache, s: rates[cache].get('r' + s)
     both = bool(rates[True] and rates[False])
-    name, P = _DTYPE_NAMES.get(dtype, str(dtype)), cfg.n_image_tokens + prompt_len
+    name, n_prompt = _DTYPE_NAMES.get(dtype, str(dtype)), cfg.n_image_tokens + prompt_len  # N + prompt
     prefill_flops = batch_size * _prefill_flops(cfg, prompt_len)
-    context = P + new_tokens // 2                                 # the cache's mean length while decoding
     return measurement(
         name=f"generate {name} b{batch_size}", kind='generate', batch_size=batch_size, dtype=name,
-        compiled=False, prompt_tokens=P, new_tokens=new_tokens, peak_flops=peak_flops,
+        compiled=False, prompt_tokens=n_prompt, new_tokens=new_tokens, peak_flops=peak_flops,
         prefill_ms=prefill.median * 1e3, prefill_ms_min=prefill.min * 1e3, prefill_ms_max=prefill.max * 1e3,
         prefill_mfu=prefill_flops / prefill.median / peak_flops if peak_flops else None,
         **{f'decode_tokens_per_s_{k}{s}': rate(c, s) for k, c in (('cache', True), ('recompute', False))
            for s in ('', '_min', '_max')},
         decode_speedup=rate(True, '') / rate(False, '') if both else None, tokens_identical=same,
-        **_decode_yardsticks(cfg, batch_size, context, dtype, rates[True], peak_flops, copy_bytes_per_s),
+        **_decode_yardsticks(cfg, batch_size, n_prompt + new_tokens // 2, dtype, rates[True], peak_flops,
+                             copy_bytes_per_s),                   # at the cache's mean length while decoding
         peak_memory_mb=memory[True][0], peak_memory_mb_recompute=memory[False][0],
         peak_memory_kind=memory[True][1],
         note=None if both else 'decode time not measurable: generating all tokens took no longer than the '
@@ -388,6 +389,12 @@ def measure_peaks(device, # where to measure
     return {'matmul': {_DTYPE_NAMES[dt]: matmul_peak(device, dt, peak_n) for dt in dtypes},
             'copy': copy_bandwidth(device) if bandwidth else None}
 
+def _peaks(device, dtypes:list, peak_flops:float|None, bandwidth:bool, peak_n:int|None) -> dict:
+    "`measure_peaks`; a given `peak_flops` replaces the measured matmul peak of every precision."
+    peaks = measure_peaks(device, [] if peak_flops else dtypes, bandwidth, peak_n)
+    if peak_flops: peaks['matmul'] = {_DTYPE_NAMES[d]: {'flops': peak_flops, 'given': True} for d in dtypes}
+    return peaks
+
 def _report(preset:str, device:torch.device, peaks:dict, given_peak:bool, settings:dict, rows:list) -> dict:
     "A report: what ran where, when, against which yardsticks, with which settings; and the rows."
     name, cuda = device_name(device), device.type == 'cuda'
@@ -399,6 +406,7 @@ def _report(preset:str, device:torch.device, peaks:dict, given_peak:bool, settin
             'datasheet_bf16_flops': peak_bf16_flops(name) if cuda else None, 'notes': notes,
             'settings': settings, 'measurements': rows}
 
+# %% ../nbs/09_benchmarks.ipynb #7ab0a2df
 def run_bench(preset:str='tiny', # a key of `PRESETS`
               device='cpu',
               batch_size:int=4, # training batch
@@ -421,8 +429,7 @@ def run_bench(preset:str='tiny', # a key of `PRESETS`
     dtypes = [torch.float32, torch.bfloat16] if bf16 else [torch.float32]
     log(f"yardsticks: matmul peak in {', '.join(_DTYPE_NAMES[d] for d in dtypes)}"
         f"{'' if skip_generate else ', copy bandwidth'} ...")
-    peaks = measure_peaks(device, [] if peak_flops else dtypes, not skip_generate, peak_n)
-    if peak_flops: peaks['matmul'] = {_DTYPE_NAMES[d]: {'flops': peak_flops, 'given': True} for d in dtypes}
+    peaks = _peaks(device, dtypes, peak_flops, not skip_generate, peak_n)
     peak = lambda dt: peaks['matmul'][_DTYPE_NAMES[dt]]['flops']
     rows = []
     for c in ([] if skip_train else [False, True] if compile else [False]):
@@ -474,6 +481,7 @@ def _table(header:list, rows:list) -> list:
     line = lambda cells: '| ' + ' | '.join(cells) + ' |'
     return [line(header), '|---' * len(header) + '|'] + [line(r) for r in rows]
 
+# %% ../nbs/09_benchmarks.ipynb #c70e6996
 _TRAIN_HEADER = ['training', 'batch', 'tokens/sample', 'step ms', 'tokens/s', 'TFLOP/s', 'MFU', 'peak MB',
                  'warm-up s']
 _GENERATE_HEADER = ['generation', 'batch', 'prompt', 'new', 'prefill ms', 'prefill MFU',
@@ -599,6 +607,7 @@ def _parser() -> argparse.ArgumentParser:
     a('--json', type=Path, default=None, metavar='PATH', help='also write the report as JSON to PATH')
     return ap
 
+# %% ../nbs/09_benchmarks.ipynb #eea77ceb
 def _check_device(ap, a):
     "Replace `a.device` by a `torch.device` that exists here, or stop with argparse's error."
     try: a.device = torch.device(a.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
@@ -638,13 +647,14 @@ def _check_args(ap, a):
         ap.error(f"argument --json: directory {a.json.parent} does not exist; create it first")
     return a
 
+# %% ../nbs/09_benchmarks.ipynb #9bde3f5d
 def bench_cli(argv=None):
     "Measure training and generation speed and peak memory of a preset; print a table, optionally write JSON."
     ap = _parser()
     a = _check_args(ap, ap.parse_args(argv))
     threads = torch.get_num_threads()
     torch.set_num_threads(a.threads or default_threads())
-    keep_freed_memory()  # as nanovlm-train runs (chapter 7)
+    keep_freed_memory()  # as nanovlm-train runs (appendix 6b)
     log = lambda s: print(f'[nanovlm-bench] {s}', file=sys.stderr, flush=True)
     try:
         report = run_bench(a.preset, a.device, a.batch_size, a.gen_batch_sizes, a.prompt_len, a.new_tokens,

@@ -30,7 +30,7 @@ def is_hub_id(name, # a checkpoint's name: a `Path`, a path as a string, or a Hu
     p = Path(s)
     return not p.exists() and not p.parent.is_dir()             # 'runs/tiny' beside a runs/ folder is a path
 
-# %% ../nbs/01a_checkpoints.ipynb #fa0d69a0
+# %% ../nbs/01a_checkpoints.ipynb #f72ff8a3
 def hub_offline() -> bool:
     "Is Hub offline mode on? Read at each call (huggingface_hub reads `HF_HUB_OFFLINE` once, at import)."
     from huggingface_hub import constants
@@ -61,6 +61,7 @@ def _download(repo_id:str, what:str, files, revision:str|None, cache_dir) -> Pat
         f"but {why}. To fix: check the repo id, connect to the internet (and unset HF_HUB_OFFLINE) to "
         f"download it once (`hf download {repo_id}`), or pass a local directory") from None
 
+# %% ../nbs/01a_checkpoints.ipynb #191d9f56
 def find_checkpoint(name, # a local directory, or a Hub repo id 'owner/name' (see `is_hub_id`)
                     what:str='checkpoint', # what `name` is, for errors: 'vit_model_type', 'tokenizer', ...
                     files=('config.json', 'model*.safetensors', 'model.safetensors.index.json'), # to fetch
@@ -93,7 +94,7 @@ def read_config(d, # a checkpoint directory, from `find_checkpoint`
                ) -> dict:
     "The JSON object in file `name` of checkpoint directory `d`; errors name the file, missing or broken."
     f = checkpoint_file(d, name, fix)
-    try: c = json.loads(f.read_text(encoding='utf-8'))
+    try: c = json.loads(f.read_text(encoding='utf-8-sig'))  # a BOM (Notepad's) is no error
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointFormatError(f"{f} is not valid JSON: {e}") from None
     if not isinstance(c, dict):

@@ -14,144 +14,86 @@ from .shapes import fmt_params
 # %% auto #0
 __all__ = ['PRESETS', 'VLMConfig', 'get_preset', 'derived_table', 'TrainConfig', 'info_cli']
 
-# %% ../nbs/01_config.ipynb #cbe969e5
-@dataclass
-class VLMConfig:
-    "Every size knob of a nanoVLM-style VLM. Defaults: nanoVLM-222M (SigLIP-B/16-224 + SmolLM2-135M)."
-    vit_hidden_dim: int = 768 # width C of the vision transformer
-    vit_inter_dim: int = 4 * 768 # hidden width of the ViT's MLP
-    vit_patch_size: int = 16 # side of a square patch, in pixels
-    vit_img_size: int = 224 # side of the square input image, in pixels
-    vit_n_heads: int = 12 # attention heads in the ViT
-    vit_dropout: float = 0.0 # dropout in the ViT
-    vit_n_blocks: int = 12 # transformer blocks in the ViT
-    vit_ln_eps: float = 1e-6 # LayerNorm epsilon
-    vit_cls_flag: bool = False # prepend a CLS token (SigLIP has none)
-    vit_model_type: str = 'google/siglip-base-patch16-224' # Hub id or local dir of the vision backbone
-
-    lm_hidden_dim: int = 576 # width of the language model
-    lm_inter_dim: int = 1536 # hidden width of the LM's SwiGLU MLP
-    lm_rms_eps: float = 1e-5 # RMSNorm epsilon
-    lm_re_base: int = 100000 # RoPE base (theta)
-    lm_max_position_embeddings: int = 8192 # longest sequence RoPE is set up for
-    lm_vocab_size: int = 49152 # rows of the token embedding
-    lm_n_heads: int = 9 # query heads
-    lm_n_kv_heads: int = 3 # key/value heads (grouped-query attention)
-    lm_dropout: float = 0.0 # dropout in the LM
-    lm_n_blocks: int = 30 # decoder blocks
-    lm_attn_scaling: float = 1.0 # extra factor on the attention scale (kept for nanoVLM compatibility)
-    lm_max_length: int = 128 - 49 # longest text of a training sample, in tokens
-    lm_use_tokens: bool = False # token ids in, logits out (True); or embeddings in and out (False)
-    lm_tie_weights: bool = True # share the LM head with the token embedding
-    lm_model_type: str = 'HuggingFaceTB/SmolLM2-135M' # Hub id or local dir of the LM backbone
-    lm_tokenizer: str = 'HuggingFaceTB/cosmo2-tokenizer' # Hub id, local dir or tokenizer.json
-    lm_eos_token_id: int = 0 # end-of-sequence token (also used for padding)
-
-    mp_pixel_shuffle_factor: int = 2 # pixel shuffle folds s x s neighbouring patches into one token
-
-    vlm_load_backbone_weights: bool = True # start from pretrained ViT and LM weights
-    vlm_checkpoint_path: str = 'checkpoints/nanoVLM-222M' # where training saves the VLM
-
-    def __post_init__(self): self.validate()
-
-    # Derived numbers: properties, so they can never disagree with the fields.
+# %% ../nbs/01_config.ipynb #ee6b3962
+class _VLMNumbers:
+    "The numbers a `VLMConfig`'s fields imply: properties, so they can never disagree with the fields."
     @property
     def vit_grid(self) -> int:
-        "Patches along one side of the image."
+        "Patches along one side of the image: R / p."
         return self.vit_img_size // self.vit_patch_size
 
     @property
     def vit_n_patches(self) -> int:
-        "Patches per image: the ViT's sequence length, without CLS."
+        "P, patches per image: the ViT's sequence length, without CLS."
         return self.vit_grid ** 2
 
     @property
     def vit_head_dim(self) -> int:
-        "Channels per ViT attention head."
+        "D of the ViT: channels per attention head, C / H."
         return self.vit_hidden_dim // self.vit_n_heads
 
     @property
     def mp_input_dim(self) -> int:
-        "Width of an image token after pixel shuffle."
+        "Width of an image token after pixel shuffle: s²·C."
         return self.vit_hidden_dim * self.mp_pixel_shuffle_factor ** 2
 
     @property
     def n_image_tokens(self) -> int:
-        "Image tokens the LM reads per image."
+        "N, image tokens the LM reads per image: P / s²."
         return self.vit_n_patches // self.mp_pixel_shuffle_factor ** 2
 
     @property
     def lm_head_dim(self) -> int:
-        "Channels per LM attention head."
+        "D of the LM: channels per attention head, C / H."
         return self.lm_hidden_dim // self.lm_n_heads
 
     @property
     def lm_n_groups(self) -> int:
-        "Query heads that share one key/value head."
+        "Query heads that share one key/value head: H / H_kv."
         return self.lm_n_heads // self.lm_n_kv_heads
-
-    def validate(self):
-        "Raise `ValueError` naming the fields and values of the first impossible combination."
-        sizes = [f.name for f in fields(self) if f.type == 'int' and not f.name.endswith('_token_id')]
-        _check_fields(self, positive=sizes + ['vit_ln_eps', 'lm_rms_eps', 'lm_attn_scaling'],
-                      fractions=['vit_dropout', 'lm_dropout'])
-        _divides(self, 'vit_hidden_dim', 'vit_n_heads', 'each ViT head gets hidden/heads channels')
-        _divides(self, 'vit_img_size', 'vit_patch_size', 'the image must be a whole number of patches')
-        _divides(self, 'lm_hidden_dim', 'lm_n_heads', 'each LM head gets hidden/heads channels')
-        _divides(self, 'lm_n_heads', 'lm_n_kv_heads', 'each KV head serves a whole number of query heads')
-        if self.lm_head_dim % 2:
-            raise ValueError(f"lm_hidden_dim/lm_n_heads = {self.lm_hidden_dim}/{self.lm_n_heads} = "
-                             f"{self.lm_head_dim} is odd: RoPE rotates channel pairs, so it must be even")
-        s = self.mp_pixel_shuffle_factor
-        if self.vit_grid % s:
-            raise ValueError(f"the patch grid side vit_img_size/vit_patch_size = {self.vit_img_size}/"
-                             f"{self.vit_patch_size} = {self.vit_grid} is not divisible by "
-                             f"mp_pixel_shuffle_factor={s}: pixel shuffle folds {s}x{s} blocks of the grid; "
-                             f"pick a factor that divides {self.vit_grid}")
-        if self.n_image_tokens + self.lm_max_length > self.lm_max_position_embeddings:
-            raise ValueError(f"{self.n_image_tokens} image tokens + lm_max_length={self.lm_max_length} "
-                             f"exceed lm_max_position_embeddings={self.lm_max_position_embeddings}; "
-                             "shorten the text or raise the limit")
-        if not 0 <= self.lm_eos_token_id < self.lm_vocab_size:
-            raise ValueError(f"lm_eos_token_id={self.lm_eos_token_id} is outside the vocabulary "
-                             f"(lm_vocab_size={self.lm_vocab_size})")
-        return self
 
     def param_counts(self) -> dict:
         "Parameters per part (`vision_encoder`, `MP`, `decoder`) implied by the config, and their `total`."
-        C, I, p = self.vit_hidden_dim, self.vit_inter_dim, self.vit_patch_size
+        C, F, p, P = self.vit_hidden_dim, self.vit_inter_dim, self.vit_patch_size, self.vit_n_patches
         cls = 1 if self.vit_cls_flag else 0
-        vit = (3*p*p*C + C) + (self.vit_n_patches + cls) * C + cls * C
-        vit += self.vit_n_blocks * (4*C + (3*C*C + 3*C) + (C*C + C) + (C*I + I) + (I*C + C)) + 2*C
+        vit = (3*p*p*C + C) + (P + cls) * C + cls * C  # patch conv, positions, CLS token
+        vit += self.vit_n_blocks * (4*C + (3*C*C + 3*C) + (C*C + C) + (C*F + F) + (F*C + C)) + 2*C
         mp = self.mp_input_dim * self.lm_hidden_dim
-        D, L, V = self.lm_hidden_dim, self.lm_inter_dim, self.lm_vocab_size
-        kv = self.lm_n_kv_heads * self.lm_head_dim
-        lm = V*D + self.lm_n_blocks * (2*D + 2*D*D + 2*D*kv + 3*D*L) + D + (0 if self.lm_tie_weights else D*V)
+        C, F, V = self.lm_hidden_dim, self.lm_inter_dim, self.lm_vocab_size
+        kv = self.lm_n_kv_heads * self.lm_head_dim     # H_kv·D: the width of K, and of V
+        lm = V*C + self.lm_n_blocks * (2*C + 2*C*C + 2*C*kv + 3*C*F) + C + (0 if self.lm_tie_weights else C*V)
         return {'vision_encoder': vit, 'MP': mp, 'decoder': lm, 'total': vit + mp + lm}
 
-    # Saving and loading (the details: at the end of the chapter)
-    def to_dict(self) -> dict: return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d:dict, source:str|None=None) -> VLMConfig:
-        "Build from a dict, strictly: an unknown key or a bad value raises, naming it (and `source`)."
-        return _from_dict(cls, d, source)
-
-    @classmethod
-    def from_json(cls, path) -> VLMConfig:
-        "Load a `config.json`, strictly (see `from_dict`)."
-        return cls.from_dict(_read_json(path), source=str(path))
-
-    def to_json(self, path=None) -> str:
-        "The config as JSON text; also written atomically to `path` when given."
-        return _write_json(asdict(self), path)
-
-# %% ../nbs/01_config.ipynb #12053f95
+# %% ../nbs/01_config.ipynb #5f0df105
 def _divides(cfg, num:str, den:str, why:str):
     "Raise `ValueError` unless field `den` divides field `num`, saying `why` it must."
     a, b = getattr(cfg, num), getattr(cfg, den)
     if a % b: raise ValueError(f"{num}={a} is not divisible by {den}={b}: {why}")
 
+def _check_vlm_rules(c):
+    "Raise `ValueError` naming the fields and values of the first rule that `VLMConfig` `c` breaks."
+    _divides(c, 'vit_hidden_dim', 'vit_n_heads', 'each ViT head gets hidden/heads channels')
+    _divides(c, 'vit_img_size', 'vit_patch_size', 'the image must be a whole number of patches')
+    _divides(c, 'lm_hidden_dim', 'lm_n_heads', 'each LM head gets hidden/heads channels')
+    _divides(c, 'lm_n_heads', 'lm_n_kv_heads', 'each KV head serves a whole number of query heads')
+    if c.lm_head_dim % 2:
+        raise ValueError(f"lm_hidden_dim/lm_n_heads = {c.lm_hidden_dim}/{c.lm_n_heads} = "
+                         f"{c.lm_head_dim} is odd: RoPE rotates channel pairs, so it must be even")
+    s = c.mp_pixel_shuffle_factor
+    if c.vit_grid % s:
+        raise ValueError(f"the patch grid side vit_img_size/vit_patch_size = {c.vit_img_size}/"
+                         f"{c.vit_patch_size} = {c.vit_grid} is not divisible by "
+                         f"mp_pixel_shuffle_factor={s}: pixel shuffle folds {s}x{s} blocks of the grid; "
+                         f"pick a factor that divides {c.vit_grid}")
+    if c.n_image_tokens + c.lm_max_length > c.lm_max_position_embeddings:
+        raise ValueError(f"{c.n_image_tokens} image tokens + lm_max_length={c.lm_max_length} "
+                         f"exceed lm_max_position_embeddings={c.lm_max_position_embeddings}; "
+                         "shorten the text or raise the limit")
+    if not 0 <= c.lm_eos_token_id < c.lm_vocab_size:
+        raise ValueError(f"lm_eos_token_id={c.lm_eos_token_id} is outside the vocabulary "
+                         f"(lm_vocab_size={c.lm_vocab_size})")
+
+# %% ../nbs/01_config.ipynb #26f2f067
 _IS_TYPE = {'int': lambda v: isinstance(v, int) and not isinstance(v, bool),  # True is an int to Python
             'float': lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
             'bool': lambda v: isinstance(v, bool), 'str': lambda v: isinstance(v, str)}
@@ -174,6 +116,72 @@ def _check_fields(cfg, # a config dataclass
         for name in names:
             v = getattr(cfg, name)
             if not ok(v): raise ValueError(f"{name} must be {rule}, got {v}")
+
+class _ConfigFile:
+    "Saving and loading for a config dataclass: strict JSON in, JSON written atomically out."
+    def to_dict(self) -> dict: return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d:dict, source:str|None=None):
+        "Build from a dict, strictly: an unknown key or a bad value raises, naming it (and `source`)."
+        return _from_dict(cls, d, source)
+
+    @classmethod
+    def from_json(cls, path):
+        "Load a config file (`config.json`, `train_config.json`), strictly (see `from_dict`)."
+        return cls.from_dict(_read_json(path), source=str(path))
+
+    def to_json(self, path=None) -> str:
+        "The config as JSON text; also written atomically to `path` when given."
+        return _write_json(asdict(self), path)
+
+# %% ../nbs/01_config.ipynb #97ee7397
+@dataclass
+class VLMConfig(_VLMNumbers, _ConfigFile):
+    "Every size knob of a nanoVLM-style VLM. Defaults: nanoVLM-222M (SigLIP-B/16-224 + SmolLM2-135M)."
+    vit_hidden_dim: int = 768 # C, the width of the vision transformer
+    vit_inter_dim: int = 4 * 768 # F, the hidden width of the ViT's MLP
+    vit_patch_size: int = 16 # p, the side of a square patch, in pixels
+    vit_img_size: int = 224 # R, the side of the square input image, in pixels
+    vit_n_heads: int = 12 # H, attention heads in the ViT
+    vit_dropout: float = 0.0 # dropout in the ViT
+    vit_n_blocks: int = 12 # transformer blocks in the ViT
+    vit_ln_eps: float = 1e-6 # LayerNorm epsilon
+    vit_cls_flag: bool = False # prepend a CLS token (SigLIP has none)
+    vit_model_type: str = 'google/siglip-base-patch16-224' # Hub id or local dir of the vision backbone
+
+    lm_hidden_dim: int = 576 # C, the width of the language model
+    lm_inter_dim: int = 1536 # F, the hidden width of the LM's SwiGLU MLP
+    lm_rms_eps: float = 1e-5 # RMSNorm epsilon
+    lm_re_base: int = 100000 # RoPE base (theta)
+    lm_max_position_embeddings: int = 8192 # longest sequence RoPE is set up for
+    lm_vocab_size: int = 49152 # V, rows of the token embedding
+    lm_n_heads: int = 9 # H, query heads
+    lm_n_kv_heads: int = 3 # H_kv, key/value heads (grouped-query attention)
+    lm_dropout: float = 0.0 # dropout in the LM
+    lm_n_blocks: int = 30 # decoder blocks
+    lm_attn_scaling: float = 1.0 # extra factor on the attention scale (kept for nanoVLM compatibility)
+    lm_max_length: int = 128 - 49 # longest text of a training sample, in tokens
+    lm_use_tokens: bool = False # token ids in, logits out (True); or embeddings in and out (False)
+    lm_tie_weights: bool = True # share the LM head with the token embedding
+    lm_model_type: str = 'HuggingFaceTB/SmolLM2-135M' # Hub id or local dir of the LM backbone
+    lm_tokenizer: str = 'HuggingFaceTB/cosmo2-tokenizer' # Hub id, local dir or tokenizer.json
+    lm_eos_token_id: int = 0 # end-of-sequence token (also used for padding)
+
+    mp_pixel_shuffle_factor: int = 2 # s: pixel shuffle folds s x s neighbouring patches into one token
+
+    vlm_load_backbone_weights: bool = True # start from pretrained ViT and LM weights
+    vlm_checkpoint_path: str = 'checkpoints/nanoVLM-222M' # where training saves the VLM
+
+    def __post_init__(self): self.validate()
+
+    def validate(self):
+        "Raise `ValueError` naming the fields and values of the first impossible combination."
+        sizes = [f.name for f in fields(self) if f.type == 'int' and not f.name.endswith('_token_id')]
+        _check_fields(self, positive=sizes + ['vit_ln_eps', 'lm_rms_eps', 'lm_attn_scaling'],
+                      fractions=['vit_dropout', 'lm_dropout'])  # each field on its own
+        _check_vlm_rules(self)                                 # the rules between fields
+        return self
 
 # %% ../nbs/01_config.ipynb #d4de36c5
 PRESETS = {
@@ -215,7 +223,7 @@ def derived_table(cfgs:dict, # name -> `VLMConfig`, one column each
 
 # %% ../nbs/01_config.ipynb #a69f64f5
 @dataclass
-class TrainConfig:
+class TrainConfig(_ConfigFile):
     "How to train: optimisation, schedule, evaluation, checkpoints."
     lr_mp: float = 1e-3 # learning rate of the modality projector
     lr_backbones: float = 5e-5 # learning rate of the ViT and the LM (0 freezes them)
@@ -228,14 +236,15 @@ class TrainConfig:
     lr_schedule: str = 'cosine' # after warm-up: 'cosine' decay, or 'wsd' (stable, then a final linear decay)
     lr_decay_frac: float = 0.2 # 'wsd': fraction of all steps spent in the final linear decay
     min_lr_ratio: float = 0.1 # the schedule decays to this fraction of the peak learning rate
-    log_interval: int = 10 # log the loss every N steps (the only time it is read back from the device)
-    eval_interval: int = 100 # evaluate every N steps (0: only at the end)
+    log_interval: int = 10 # log the loss every this many steps (only then is it read back from the device)
+    eval_interval: int = 100 # evaluate every this many steps (0: only at the end)
     eval_samples: int = 256 # held-out samples per evaluation
-    save_every: int = 0 # write a resumable checkpoint every N steps (0: only at the end)
+    save_every: int = 0 # write a resumable checkpoint every this many steps (0: only at the end)
     compile: bool = False # torch.compile the model
     seed: int = 0 # seeds data order and initialisation
     output_dir: str = 'runs/nanovlm' # run directory: checkpoints, trainer state, logs
     data: str = 'shapes' # data source
+    eval_data: str = '' # held-out JSONL file ('': hold out the last tenth of a JSONL `data`)
     skip_bad_rows: bool = False # skip unreadable rows of a JSONL file, and list them, instead of stopping
     best_metric: str = 'accuracy' # picks the best checkpoint: 'accuracy' (higher is better) or 'val_loss'
     precision: str = 'auto' # 'auto' (bf16 autocast if the device has native bf16, else fp32), 'bf16', 'fp32'
@@ -259,23 +268,6 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         return self
 
-    # Saving and loading, as for VLMConfig
-    def to_dict(self) -> dict: return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d:dict, source:str|None=None) -> TrainConfig:
-        "Build from a dict, strictly: an unknown key or a bad value raises, naming it (and `source`)."
-        return _from_dict(cls, d, source)
-
-    @classmethod
-    def from_json(cls, path) -> TrainConfig:
-        "Load a `train_config.json`, strictly (see `from_dict`)."
-        return cls.from_dict(_read_json(path), source=str(path))
-
-    def to_json(self, path=None) -> str:
-        "The config as JSON text; also written atomically to `path` when given."
-        return _write_json(asdict(self), path)
-
 def _one_of(names) -> str: return ', '.join(repr(n) for n in names[:-1]) + f' or {names[-1]!r}'
 
 # %% ../nbs/01_config.ipynb #b753e87c
@@ -289,12 +281,12 @@ def info_cli(argv=None, # command-line arguments (default: `sys.argv[1:]`)
     except ValueError as e: ap.error(str(e))
     print(f"preset {args.preset}: {fmt_params(cfg.param_counts()['total'])} parameters")
     print(derived_table({args.preset: cfg}))
-    n, s = cfg.n_image_tokens, cfg.vit_img_size
-    print('\n' + ' -> '.join([f"image (B, 3, {s}, {s})",
+    N, R = cfg.n_image_tokens, cfg.vit_img_size
+    print('\n' + ' -> '.join([f"image (B, 3, {R}, {R})",
                               f"(B, {cfg.vit_n_patches}, {cfg.vit_hidden_dim}) patches",
-                              f"(B, {n}, {cfg.mp_input_dim}) shuffled",
-                              f"(B, {n}, {cfg.lm_hidden_dim}) image tokens",
-                              f"LM over (B, {n} + T, {cfg.lm_hidden_dim}), T <= {cfg.lm_max_length}"]))
+                              f"(B, {N}, {cfg.mp_input_dim}) shuffled",
+                              f"(B, {N}, {cfg.lm_hidden_dim}) image tokens",
+                              f"LM over (B, {N} + T, {cfg.lm_hidden_dim}), T <= {cfg.lm_max_length}"]))
 
 # %% ../nbs/01_config.ipynb #680387be
 def _temp_path(path:Path) -> Path:
@@ -341,7 +333,7 @@ def _read_json(path) -> dict:
     "The JSON object in file `path`; a missing file, bad JSON or another JSON value raises, naming the file."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no config file at {path}")
-    try: d = json.loads(path.read_text(encoding='utf-8'))
+    try: d = json.loads(path.read_text(encoding='utf-8-sig'))  # a BOM (Notepad's) is no error
     except json.JSONDecodeError as e: raise ValueError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(d, dict): raise ValueError(f"{path} must hold a JSON object, got {type(d).__name__}")
     return d

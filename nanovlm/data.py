@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_data.ipynb #ac126f3c
 from __future__ import annotations
-import hashlib, io, json, math, re, unicodedata, warnings
+import hashlib, io, json, math, unicodedata, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -20,10 +20,9 @@ from .checkpoints import CheckpointFormatError, checkpoint_file, find_checkpoint
 # %% auto #0
 __all__ = ['EOS_TOKEN', 'UNK_TOKEN', 'SHAPE_COLORS', 'SHAPE_KINDS', 'QTYPES', 'DESCRIBE_QUESTIONS', 'DESCRIBE_QUESTION',
            'IMAGE_MEAN_STD', 'format_prompt', 'format_answer', 'Tokenizer', 'train_tokenizer', 'get_tokenizer',
-           'upright', 'to_rgb', 'ImageProcessor', 'get_image_processor', 'VQADataset', 'VQACollator',
+           'upright', 'to_rgb', 'ImageProcessor', 'get_image_processor', 'VQADataset', 'read_jsonl', 'VQACollator',
            'plot_batch_tokens', 'render_shapes', 'describe_scene', 'ShapesVQA', 'shapes_corpus', 'shapes_tokenizer',
-           'image_processor_for', 'save_image_processor', 'load_image_processor', 'normalize_answer', 'exact_match',
-           'multiple_choice_match', 'read_jsonl']
+           'image_processor_for', 'save_image_processor', 'load_image_processor', 'normalize_answer', 'exact_match']
 
 # %% ../nbs/06_data.ipynb #2e2b3881
 EOS_TOKEN = '<|endoftext|>' # the end-of-sequence token of nanoVLM's cosmo2 tokenizer and of ours
@@ -49,12 +48,56 @@ def _left_pad(seqs:list, pad_id:int, length:int|None=None) -> tuple[torch.Tensor
         mask[b, T - len(s):] = 1
     return ids, mask
 
-# %% ../nbs/06_data.ipynb #e5ab36e3
+# %% ../nbs/06_data.ipynb #21f9677f
 def _ids_list(ids) -> list:
     "Token ids from a list, tuple or 1-d tensor, as a list of ints."
     return ids.tolist() if isinstance(ids, torch.Tensor) else [int(i) for i in ids]
 
-class Tokenizer:
+def _check_padding(padding:str, max_length:int|None):
+    "Raise unless `padding` is 'longest', or 'max_length' with a `max_length`."
+    if padding not in ('longest', 'max_length'):
+        raise ValueError(f"padding must be 'longest' or 'max_length', got {padding!r}")
+    if padding == 'max_length' and max_length is None:
+        raise ValueError("padding='max_length' needs max_length")
+
+def _fit_length(seqs:list, max_length:int|None, truncation:bool) -> list:
+    "`seqs` cut to their last `max_length` ids (with `truncation`); else an error naming the long ones."
+    if max_length is None: return seqs
+    long = [i for i, s in enumerate(seqs) if len(s) > max_length]
+    if long and not truncation:
+        raise ValueError(f"texts {long} are longer than max_length={max_length}; "
+                         "pass truncation=True or raise max_length")
+    return [s[-max_length:] if max_length else [] for s in seqs]
+
+def _save_tokenizer(path, tok_json:str, eos_token:str) -> Path:
+    "Write `tokenizer.json` and the `tokenizer_config.json` that transformers reads into directory `path`."
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file; save() takes a directory")
+    path.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(path/'tokenizer.json', tok_json)
+    config = {'tokenizer_class': 'PreTrainedTokenizerFast', 'eos_token': eos_token,
+              'pad_token': eos_token, 'model_max_length': 1_000_000,
+              'clean_up_tokenization_spaces': False}
+    _atomic_write_text(path/'tokenizer_config.json', json.dumps(config, indent=2))
+    return path
+
+class _Decoding:
+    "`Tokenizer`'s way back from ids to text (its `tok` is a `tokenizers.Tokenizer`)."
+    def decode(self, ids, skip_special_tokens:bool=True) -> str:
+        "Text of `ids` (a list or 1-d tensor); special tokens such as EOS are left out by default."
+        return self.tok.decode(_ids_list(ids), skip_special_tokens=skip_special_tokens)
+
+    def batch_decode(self, seqs, skip_special_tokens:bool=True) -> list[str]:
+        "`decode` for each row of a list of lists or a 2-d tensor."
+        return [self.decode(s, skip_special_tokens) for s in seqs]
+
+    def id_to_token(self, i:int) -> str|None: return self.tok.id_to_token(int(i))
+
+    def convert_ids_to_tokens(self, ids) -> list[str]: return [self.id_to_token(i) for i in _ids_list(ids)]
+
+# %% ../nbs/06_data.ipynb #e5ab36e3
+class Tokenizer(_Decoding):
     "A `tokenizers.Tokenizer` with the interface nanovlm uses: encode, decode, left-padded batches, save."
     def __init__(self, tok:tokenizers.Tokenizer, # vocabulary, model, pre-tokenizer and decoder
                  eos_token:str=EOS_TOKEN, # end-of-sequence token; also the padding token
@@ -87,18 +130,6 @@ class Tokenizer:
         if not isinstance(text, str): raise ValueError(f"encode expects a str, got {type(text).__name__}")
         return self.tok.encode(text, add_special_tokens=False).ids
 
-    def decode(self, ids, skip_special_tokens:bool=True) -> str:
-        "Text of `ids` (a list or 1-d tensor); special tokens such as EOS are left out by default."
-        return self.tok.decode(_ids_list(ids), skip_special_tokens=skip_special_tokens)
-
-    def batch_decode(self, seqs, skip_special_tokens:bool=True) -> list[str]:
-        "`decode` for each row of a list of lists or a 2-d tensor."
-        return [self.decode(s, skip_special_tokens) for s in seqs]
-
-    def id_to_token(self, i:int) -> str|None: return self.tok.id_to_token(int(i))
-
-    def convert_ids_to_tokens(self, ids) -> list[str]: return [self.id_to_token(i) for i in _ids_list(ids)]
-
     def __call__(self, texts:list[str], # the texts of the batch
                  max_length:int|None=None, # longest row; longer texts raise unless `truncation`
                  truncation:bool=False, # cut texts longer than `max_length` from the left
@@ -107,17 +138,8 @@ class Tokenizer:
                 ) -> dict:
         "Encode a batch: `input_ids` and `attention_mask`, left-padded with the EOS id."
         if isinstance(texts, str): texts = [texts]
-        if padding not in ('longest', 'max_length'):
-            raise ValueError(f"padding must be 'longest' or 'max_length', got {padding!r}")
-        if padding == 'max_length' and max_length is None:
-            raise ValueError("padding='max_length' needs max_length")
-        seqs = [self.encode(t) for t in texts]
-        if max_length is not None:
-            long = [i for i, s in enumerate(seqs) if len(s) > max_length]
-            if long and not truncation:
-                raise ValueError(f"texts {long} are longer than max_length={max_length}; "
-                                 "pass truncation=True or raise max_length")
-            seqs = [s[-max_length:] if max_length else [] for s in seqs]
+        _check_padding(padding, max_length)
+        seqs = _fit_length([self.encode(t) for t in texts], max_length, truncation)
         if return_tensors is None: return {'input_ids': seqs, 'attention_mask': [[1] * len(s) for s in seqs]}
         if return_tensors != 'pt':
             raise ValueError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
@@ -128,16 +150,7 @@ class Tokenizer:
 
     def save(self, path) -> Path:
         "Write `tokenizer.json` and `tokenizer_config.json` into directory `path`, atomically."
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise ValueError(f"{path} is a file; save() takes a directory")
-        path.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(path/'tokenizer.json', self.tok.to_str())
-        config = {'tokenizer_class': 'PreTrainedTokenizerFast', 'eos_token': self.eos_token,
-                  'pad_token': self.eos_token, 'model_max_length': 1_000_000,
-                  'clean_up_tokenization_spaces': False}
-        _atomic_write_text(path/'tokenizer_config.json', json.dumps(config, indent=2))
-        return path
+        return _save_tokenizer(path, self.tok.to_str(), self.eos_token)
 
 # %% ../nbs/06_data.ipynb #81b51fcc
 def _wordlevel_pretokenizer():
@@ -188,7 +201,7 @@ _TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json')
 def _saved_eos(cfg_path:Path, tok:tokenizers.Tokenizer) -> str:
     "The EOS token that `tokenizer_config.json` at `cfg_path` names, if `tok` has it; else '<|endoftext|>'."
     if not cfg_path.is_file(): return EOS_TOKEN
-    try: eos = json.loads(cfg_path.read_text(encoding='utf-8')).get('eos_token')
+    try: eos = json.loads(cfg_path.read_text(encoding='utf-8-sig')).get('eos_token')
     except (json.JSONDecodeError, AttributeError): eos = None
     if isinstance(eos, dict): eos = eos.get('content')
     return eos if isinstance(eos, str) and tok.token_to_id(eos) is not None else EOS_TOKEN
@@ -206,7 +219,7 @@ def get_tokenizer(name_or_path, # Hub repo id, directory holding tokenizer.json,
     if not p.is_file():  # a directory, or a Hub repo
         d = find_checkpoint(name_or_path, 'tokenizer', _TOKENIZER_FILES, cache_dir=cache_dir)
         p = checkpoint_file(d, 'tokenizer.json', 'a tokenizer directory holds what Tokenizer.save writes')
-    try: tok = tokenizers.Tokenizer.from_file(str(p))
+    try: tok = tokenizers.Tokenizer.from_str(p.read_text(encoding='utf-8-sig'))  # with or without a BOM
     except Exception as e: raise CheckpointFormatError(f"{p} is not a valid tokenizer.json: {e}") from None
     if eos_token is None: eos_token = _saved_eos(p.parent/'tokenizer_config.json', tok)
     return Tokenizer(tok, eos_token)
@@ -254,8 +267,8 @@ def _mean_std(normalize) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 class ImageProcessor:
-    "PIL image (any mode) -> (3, S, S) float32: RGB, bilinear resize to a square, /255, optional normalise."
-    def __init__(self, img_size:int, # side S of the square output, in pixels
+    "PIL image (any mode) -> (3, R, R) float32: RGB, bilinear resize to a square, /255, optional normalise."
+    def __init__(self, img_size:int, # side R of the square output, in pixels
                  normalize:tuple|None=None, # (mean, std), each a float or 3 floats; None keeps [0, 1]
                 ):
         if not isinstance(img_size, int) or img_size <= 0:
@@ -267,17 +280,17 @@ class ImageProcessor:
         img = to_rgb(upright(img))
         if img.size != (self.img_size, self.img_size):
             img = img.resize((self.img_size, self.img_size), Image.Resampling.BILINEAR)
-        x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)  # (3, S, S) bytes
+        x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)  # (3, R, R) bytes
         x = x.float().div_(255).contiguous()
         if self.normalize is not None: x = (x - self.mean) / self.std
         return x
 
     def __repr__(self): return f"ImageProcessor(img_size={self.img_size}, normalize={self.normalize})"
 
-def get_image_processor(img_size:int, # side S of the square output, in pixels
+def get_image_processor(img_size:int, # side R of the square output, in pixels
                         normalize:tuple|None=None, # (mean, std); (0.5, 0.5) maps [0, 1] to [-1, 1], as SigLIP
                        ) -> ImageProcessor:
-    "The image processor for `img_size` (nanoVLM's `Resize((S, S))` + `ToTensor()`, on Pillow and torch)."
+    "The image processor for `img_size` (nanoVLM's `Resize((R, R))` + `ToTensor()`, on Pillow and torch)."
     return ImageProcessor(img_size, normalize)
 
 # %% ../nbs/06_data.ipynb #e91c84fc
@@ -336,7 +349,7 @@ class VQADataset(Dataset):
     "Visual-QA rows (the_cauldron schema) -> processed image and token pieces, ready for `VQACollator`."
     def __init__(self, rows, # indexable of dicts: {'images': [image], 'texts': [turn, ...]}
                  tokenizer:Tokenizer, # turns prompts and answers into ids
-                 image_processor, # PIL image -> (3, S, S) tensor
+                 image_processor, # PIL image -> (3, R, R) tensor
                  on_error:str='raise', # 'raise' on a bad row, or 'skip' it (the collator counts it)
                 ):
         if on_error not in ('raise', 'skip'):
@@ -360,7 +373,7 @@ class VQADataset(Dataset):
     def __len__(self): return len(self.rows)
 
     def __getitem__(self, i:int) -> dict:
-        "`image` (3, S, S); `prompt_ids`, `answer_ids` (per turn; answers end with EOS); `texts`; `index`."
+        "`image` (3, R, R); `prompt_ids`, `answer_ids` (per turn; answers end with EOS); `texts`; `index`."
         row = self.rows[i]
         where = row.get('_where', f'row {i}') if isinstance(row, dict) else f'row {i}'
         try: image, turns = self._read(row, where)
@@ -379,6 +392,61 @@ class VQADataset(Dataset):
         img = _open_image(src, where)
         try: return self.image_processor(img), turns
         except OSError as e: raise ValueError(f"{where}: cannot decode image: {e}") from None
+
+# %% ../nbs/06_data.ipynb #1038aa3f
+def _check_image_file(p:Path, where:str):
+    "Raise naming `where` if image file `p` is missing or does not decode."
+    if p.is_dir(): raise IsADirectoryError(f"{where}: image file {p} is a directory, not an image")
+    if not p.is_file(): raise FileNotFoundError(f"{where}: image file {p} not found")
+    try:
+        with Image.open(p) as im:
+            im.draft('RGB', (64, 64))  # JPEGs decode at 1/8 size
+            im.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{where}: cannot decode image {p}: {e}") from None
+
+def _jsonl_row(path:Path, n:int, raw:bytes) -> dict|None:
+    "The checked row of line `n` (the bytes `raw`) of JSONL file `path`; None for a blank line."
+    where = f"{path} line {n}"
+    try: line = raw.decode('utf-8-sig').rstrip('\r\n')  # a BOM, CRLF: as Notepad or Excel write it
+    except UnicodeDecodeError: raise ValueError(f"{where}: not UTF-8 text (is this a JSONL file?)") from None
+    if not line.strip(): return None
+    try: row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    _row_turns(row, where)
+    kind = row.get('type')  # optional: the question's type, for per-type accuracy
+    if kind is not None and not (isinstance(kind, str) and kind.strip()):
+        raise ValueError(f"{where}: 'type' must be a non-empty string (the question's type), got {kind!r}")
+    img = _row_image(row, where, [])
+    if not isinstance(img, str): raise ValueError(f"{where}: 'image' must be a path string, got {img!r}")
+    img = Path(img) if Path(img).is_absolute() else path.parent / img
+    _check_image_file(img, where)
+    return {'images': [img], 'texts': row['texts'], '_where': where, **({'type': kind} if kind else {})}
+
+def read_jsonl(path, # a JSONL file of `{'image': path, 'texts': [...]}` rows, image paths relative to it
+               on_error:str='raise', # 'raise' at the first bad line, or 'skip' bad lines and list them
+              ) -> tuple[list, list]:
+    "The rows of a JSONL file, every line checked, and the messages of the lines skipped."
+    if on_error not in ('raise', 'skip'):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"no JSONL file at {path}")
+    rows, skipped = [], []
+    with open(path, 'rb') as f:
+        for n, raw in enumerate(f, 1):
+            try: row = _jsonl_row(path, n, raw)
+            except (ValueError, FileNotFoundError) as e:
+                if on_error == 'raise': raise
+                skipped.append(str(e))
+                continue
+            if row is not None: rows.append(row)
+    if not rows:
+        why = f"all {len(skipped)} are bad; the first: {skipped[0]}" if skipped else "the file is empty"
+        raise ValueError(f"{path}: no usable rows ({why})")
+    return rows, skipped
 
 # %% ../nbs/06_data.ipynb #a24b58a3
 def _sample_ids(prompts:list, answers:list) -> tuple[list, list]:
@@ -404,6 +472,37 @@ def _shifted_labels(ids:list, is_answer:list) -> list:
     "labels[t] = ids[t+1] where token t+1 is an answer token, else -100; the last position predicts nothing."
     return [ids[t + 1] if is_answer[t + 1] else -100 for t in range(len(ids) - 1)] + [-100] if ids else []
 
+# %% ../nbs/06_data.ipynb #1c760187
+def _fit_to_length(item:dict, max_length:int, on_overflow:str) -> tuple[list, list, bool]|None:
+    "The item's ids, answer flags and whether it was truncated; None when it is dropped for its length."
+    ids, flags = _sample_ids(item['prompt_ids'], item['answer_ids'])
+    if len(ids) <= max_length: return ids, flags, False
+    if on_overflow == 'drop': return None
+    n = len(ids)
+    ids, flags = _truncate(ids, flags, max_length)
+    if not any(flags):
+        warnings.warn(f"sample {item['index']}: {n} tokens > max_length={max_length}, and "
+                      "truncating it leaves no answer to learn, so it is dropped")
+        return None
+    warnings.warn(f"sample {item['index']}: {n} tokens > max_length={max_length}; "
+                  f"its first {n - max_length} were cut")
+    return ids, flags, True
+
+def _generation_prompt(item:dict, max_length:int) -> list:
+    "Every earlier turn in full, then the last prompt (its end, if longer than `max_length`)."
+    turns = zip(item['prompt_ids'][:-1], item['answer_ids'][:-1])
+    ids = sum((p + a for p, a in turns), []) + item['prompt_ids'][-1]
+    if len(ids) <= max_length: return ids
+    warnings.warn(f"sample {item['index']}: prompt of {len(ids)} tokens > max_length={max_length}; "
+                  "its first tokens were cut")
+    return ids[-max_length:]
+
+def _stack_images(kept:list, items:list) -> torch.Tensor:
+    "Images of the kept items, (B, 3, R, R); (0, 3, R, R) when none was kept."
+    if kept: return torch.stack([it['image'] for it in kept])
+    shape = next((tuple(it['image'].shape) for it in items if 'image' in it), (3, 0, 0))
+    return torch.empty((0, *shape))
+
 # %% ../nbs/06_data.ipynb #b8f53ada
 class VQACollator:
     "Stack `VQADataset` items into a training batch: left-padded ids, attention mask, shifted labels, images."
@@ -425,12 +524,13 @@ class VQACollator:
         "Tensors `input_ids`, `attention_mask`, `labels` (B, T), `images`; `index`, `n_skipped`, `n_dropped`."
         kept, seqs, n_skipped, n_dropped = [], [], 0, 0
         for it in items:
-            fit = None if 'skipped' in it else self._fit(it)
+            fit = None if 'skipped' in it else _fit_to_length(it, self.max_length, self.on_overflow)
             if 'skipped' in it: n_skipped += 1
             elif fit is None: n_dropped += 1
             else:
                 kept.append(it)
-                seqs.append(fit)
+                seqs.append(fit[:2])
+                self.n_truncated += fit[2]
         self.n_skipped += n_skipped
         self.n_dropped += n_dropped
         T = self.max_length if self.pad_to_max_length else None
@@ -440,52 +540,17 @@ class VQACollator:
                 'images': _stack_images(kept, items), 'index': [it['index'] for it in kept],
                 'n_skipped': n_skipped, 'n_dropped': n_dropped}
 
-    def _fit(self, item:dict) -> tuple[list, list]|None:
-        "The item's ids and answer flags, truncated or None (dropped) when over-length."
-        ids, flags = _sample_ids(item['prompt_ids'], item['answer_ids'])
-        if len(ids) <= self.max_length: return ids, flags
-        if self.on_overflow == 'drop': return None
-        n = len(ids)
-        ids, flags = _truncate(ids, flags, self.max_length)
-        if not any(flags):
-            warnings.warn(f"sample {item['index']}: {n} tokens > max_length={self.max_length}, and "
-                          "truncating it leaves no answer to learn, so it is dropped")
-            return None
-        self.n_truncated += 1
-        warnings.warn(f"sample {item['index']}: {n} tokens > max_length={self.max_length}; "
-                      f"its first {n - self.max_length} were cut")
-        return ids, flags
-
     def collate_for_generation(self, items:list[dict]) -> dict:
         "The prompts only: `input_ids`, `attention_mask` (B, T), `images`; `answers` (last turn's), `index`."
-        kept, seqs, n_skipped = [], [], 0
-        for it in items:
-            if 'skipped' in it:
-                n_skipped += 1
-                continue
-            seqs.append(self._prompt(it))
-            kept.append(it)
+        kept = [it for it in items if 'skipped' not in it]
+        n_skipped = len(items) - len(kept)
         self.n_skipped += n_skipped
+        seqs = [_generation_prompt(it, self.max_length) for it in kept]
         input_ids, attention_mask = _left_pad(seqs, self.tokenizer.pad_token_id)  # (B, T)
         answers = [it['texts'][-1]['assistant'] for it in kept]
         images = _stack_images(kept, items)
         return {'input_ids': input_ids, 'attention_mask': attention_mask, 'images': images,
                 'answers': answers, 'index': [it['index'] for it in kept], 'n_skipped': n_skipped}
-
-    def _prompt(self, item:dict) -> list:
-        "Every earlier turn in full, then the last prompt (its end, if longer than `max_length`)."
-        turns = zip(item['prompt_ids'][:-1], item['answer_ids'][:-1])
-        ids = sum((p + a for p, a in turns), []) + item['prompt_ids'][-1]
-        if len(ids) <= self.max_length: return ids
-        warnings.warn(f"sample {item['index']}: prompt of {len(ids)} tokens > max_length={self.max_length}; "
-                      "its first tokens were cut")
-        return ids[-self.max_length:]
-
-def _stack_images(kept:list, items:list) -> torch.Tensor:
-    "Images of the kept items, (B, 3, S, S); (0, 3, S, S) when none was kept."
-    if kept: return torch.stack([it['image'] for it in kept])
-    shape = next((tuple(it['image'].shape) for it in items if 'image' in it), (3, 0, 0))
-    return torch.empty((0, *shape))
 
 # %% ../nbs/06_data.ipynb #6b20eb26
 def _draw_token(ax, b:int, t:int, B:int, token:str, pad:bool, target:str|None):
@@ -632,7 +697,7 @@ def describe_scene(shapes:list, # (kind, color, cx, cy, r) tuples
         return ' '.join(f"{k} {c} {half(x, y)}" for kd in SHAPE_KINDS for k, c, x, y, _ in shapes if k == kd)
     raise ValueError(f"unknown description order {order!r}; choose from {list(DESCRIBE_QUESTIONS)}")
 
-# %% ../nbs/06_data.ipynb #a85140cc
+# %% ../nbs/06_data.ipynb #be026f14
 def _check_shapes_args(split, length, img_size, qtypes, grid, max_shapes, describe, describe_orders):
     "Raise `ValueError` naming the first bad argument of `ShapesVQA`."
     if split not in _SPLITS: raise ValueError(f"split must be one of {list(_SPLITS)}, got {split!r}")
@@ -651,6 +716,16 @@ def _check_shapes_args(split, length, img_size, qtypes, grid, max_shapes, descri
     if bad or not describe_orders:
         raise ValueError(f"unknown description orders {bad}; choose from {list(DESCRIBE_QUESTIONS)}")
 
+def _item_index(i:int, length:int|None) -> int:
+    "`i` as an index from 0 into `length` items (None: infinite); negative ones count from the end."
+    if length is None:
+        if i < 0: raise IndexError(f"index {i}: an infinite ShapesVQA takes indices >= 0")
+        return i
+    if not -length <= i < length:
+        raise IndexError(f"index {i} out of range for ShapesVQA of length {length}")
+    return i % length
+
+# %% ../nbs/06_data.ipynb #a85140cc
 class ShapesVQA:
     "Synthetic visual QA: coloured shapes on white, and questions that only the image answers."
     def __init__(self, split:str='train', # 'train' or 'test': disjoint sets of images
@@ -675,7 +750,7 @@ class ShapesVQA:
 
     def scene(self, i:int) -> tuple[list, str, str, str]:
         "Item `i` before drawing: (shapes, question, answer, qtype)."
-        i = self._index(i)
+        i = _item_index(i, self.length)
         qtype = self.qtypes[i % len(self.qtypes)]
         for attempt in range(1000):
             rng = np.random.default_rng([self.seed, _SPLITS[self.split], i, attempt])
@@ -689,15 +764,6 @@ class ShapesVQA:
                 answer = describe_scene(shapes, self.img_size, order)
                 return shapes, DESCRIBE_QUESTIONS[order], answer, 'describe'
         return shapes, q, a, qtype
-
-    def _index(self, i:int) -> int:
-        "`i` as an index from 0; negative ones count from the end of a finite set."
-        if self.length is None:
-            if i < 0: raise IndexError(f"index {i}: an infinite ShapesVQA takes indices >= 0")
-            return i
-        if not -self.length <= i < self.length:
-            raise IndexError(f"index {i} out of range for ShapesVQA of length {self.length}")
-        return i % self.length
 
     def __getitem__(self, i:int) -> dict:
         shapes, q, a, qtype = self.scene(int(i))
@@ -785,65 +851,3 @@ def exact_match(pred:str, # the generated answer
                ) -> bool:
     "True when `pred` and `answer` are equal after `normalize_answer`."
     return normalize_answer(pred) == normalize_answer(answer)
-
-_MC = re.compile(r'\s*\(?\s*([A-Za-z])\s*\)?\s*[.:)]?\s*')
-
-def multiple_choice_match(pred:str, # the generated answer
-                          letter:str, # the correct option's letter, e.g. 'B'
-                         ) -> bool:
-    "True when `pred` is just the option letter `letter` ('B', 'B.', '(B)', 'b'), nothing else."
-    if not (isinstance(letter, str) and len(letter.strip()) == 1 and letter.strip().isalpha()):
-        raise ValueError(f"letter must be a single letter such as 'B', got {letter!r}")
-    m = _MC.fullmatch(pred)
-    return m is not None and m.group(1).upper() == letter.strip().upper()
-
-# %% ../nbs/06_data.ipynb #1038aa3f
-def _check_image_file(p:Path, where:str):
-    "Raise naming `where` if image file `p` is missing or does not decode."
-    if not p.is_file(): raise FileNotFoundError(f"{where}: image file {p} not found")
-    try:
-        with Image.open(p) as im:
-            im.draft('RGB', (64, 64))  # JPEGs decode at 1/8 size
-            im.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(f"{where}: cannot decode image {p}: {e}") from None
-
-def _jsonl_row(path:Path, n:int, raw:bytes) -> dict|None:
-    "The checked row of line `n` (the bytes `raw`) of JSONL file `path`; None for a blank line."
-    where = f"{path} line {n}"
-    try: line = raw.decode('utf-8').rstrip('\r\n')
-    except UnicodeDecodeError: raise ValueError(f"{where}: not UTF-8 text (is this a JSONL file?)") from None
-    if not line.strip(): return None
-    try: row = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-    if not isinstance(row, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    _row_turns(row, where)
-    img = _row_image(row, where, [])
-    if not isinstance(img, str): raise ValueError(f"{where}: 'image' must be a path string, got {img!r}")
-    img = Path(img) if Path(img).is_absolute() else path.parent / img
-    _check_image_file(img, where)
-    return {'images': [img], 'texts': row['texts'], '_where': where}
-
-def read_jsonl(path, # a JSONL file of `{'image': path, 'texts': [...]}` rows, image paths relative to it
-               on_error:str='raise', # 'raise' at the first bad line, or 'skip' bad lines and list them
-              ) -> tuple[list, list]:
-    "The rows of a JSONL file, every line checked, and the messages of the lines skipped."
-    if on_error not in ('raise', 'skip'):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"no JSONL file at {path}")
-    rows, skipped = [], []
-    with open(path, 'rb') as f:
-        for n, raw in enumerate(f, 1):
-            try: row = _jsonl_row(path, n, raw)
-            except (ValueError, FileNotFoundError) as e:
-                if on_error == 'raise': raise
-                skipped.append(str(e))
-                continue
-            if row is not None: rows.append(row)
-    if not rows:
-        why = f"all {len(skipped)} are bad; the first: {skipped[0]}" if skipped else "the file is empty"
-        raise ValueError(f"{path}: no usable rows ({why})")
-    return rows, skipped

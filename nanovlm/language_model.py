@@ -15,8 +15,9 @@ from .vision_transformer import attention
 
 # %% auto #0
 __all__ = ['RMSNorm', 'rope_inv_freq', 'RotaryEmbedding', 'rotate_half', 'apply_rotary_pos_embd', 'causal_padding_mask',
-           'position_ids', 'KVCache', 'LanguageModelGroupedQueryAttention', 'LanguageModelMLP', 'LanguageModelBlock',
-           'LanguageModel', 'hf_key_map', 'llama_config_fields']
+           'position_ids', 'KVCache', 'fuse_linears', 'is_fused', 'LanguageModelGroupedQueryAttention',
+           'LanguageModelMLP', 'LanguageModelBlock', 'LanguageModel', 'decode_step', 'decode_tokens', 'hf_key_map',
+           'llama_config_fields']
 
 # %% ../nbs/04_language_model.ipynb #9c2d0a7b
 class RMSNorm(nn.Module):
@@ -77,21 +78,21 @@ def apply_rotary_pos_embd(q, # (B, H, T, D) queries
     return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
 
 # %% ../nbs/04_language_model.ipynb #717dc689
-def causal_padding_mask(attention_mask:torch.Tensor|None, # (B, S) 1 real token, 0 padding; None = all real
-                        T:int, # new (query) tokens, the last T of the S
-                        past:int=0, # tokens already in the KV cache, S = past + T
+def causal_padding_mask(attention_mask:torch.Tensor|None, # (B, L) 1 real token, 0 padding; None = all real
+                        T:int, # new (query) tokens, the last T of the L
+                        past:int=0, # tokens already in the KV cache, L = past + T
                         device=None,
                        ) -> torch.Tensor:
-    "Boolean (B, 1, T, S) mask, True = may attend: causal and key-padding; all-masked rows open (no NaN)."
-    S = past + T
-    keys, queries = torch.arange(S, device=device), torch.arange(past, S, device=device)
-    mask = (keys[None, :] <= queries[:, None])[None, None]  # (1, 1, T, S) causal
-    if attention_mask is not None: mask = mask & attention_mask.bool()[:, None, None, :]  # (B, 1, T, S)
+    "Boolean (B, 1, T, L) mask, True = may attend: causal and key-padding; all-masked rows open (no NaN)."
+    L = past + T
+    keys, queries = torch.arange(L, device=device), torch.arange(past, L, device=device)
+    mask = (keys[None, :] <= queries[:, None])[None, None]  # (1, 1, T, L) causal
+    if attention_mask is not None: mask = mask & attention_mask.bool()[:, None, None, :]  # (B, 1, T, L)
     return mask | ~mask.any(-1, keepdim=True)  # a query with no visible key (left pad) sees all keys, not NaN
 
 # %% ../nbs/04_language_model.ipynb #bfbddfc5
-def position_ids(attention_mask:torch.Tensor|None, # (B, S) 1 real token, 0 padding; None = all real
-                 T:int, # new tokens, the last T of the S
+def position_ids(attention_mask:torch.Tensor|None, # (B, L) 1 real token, 0 padding; None = all real
+                 T:int, # new tokens, the last T of the L
                  past:int=0, # tokens already cached
                  device=None,
                 ) -> torch.Tensor:
@@ -101,14 +102,14 @@ def position_ids(attention_mask:torch.Tensor|None, # (B, S) 1 real token, 0 padd
 
 # %% ../nbs/04_language_model.ipynb #c6981db0
 class KVCache:
-    "Preallocated keys and values of every layer, (B, KV, max_len, D) each, filled in place."
+    "Preallocated keys and values of every layer, (B, H_kv, max_len, D) each, filled in place."
     def __init__(self, n_layers:int, # decoder blocks, one buffer pair each
                  batch_size:int, # B
-                 n_kv_heads:int, # KV
+                 n_kv_heads:int, # H_kv
                  max_len:int, # room for this many tokens: prompt and generated
                  head_dim:int, # D
                  device=None, dtype=None):
-        shape = (batch_size, n_kv_heads, max_len, head_dim)  # (B, KV, max_len, D)
+        shape = (batch_size, n_kv_heads, max_len, head_dim)  # (B, H_kv, max_len, D)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
         self.length = 0  # slots filled so far (the same in every layer between forward passes)
@@ -118,8 +119,8 @@ class KVCache:
     @property
     def batch_size(self) -> int: return self.k[0].shape[0]
 
-    def update(self, layer:int, k, v):  # k, v: (B, KV, T, D), the new tokens
-        "Write the new keys/values at [length, length+T) of `layer`; return the filled ones, (B, KV, S, D)."
+    def update(self, layer:int, k, v):  # k, v: (B, H_kv, T, D), the new tokens
+        "Write the new keys/values at [length, length+T) of `layer`; return the filled ones, (B, H_kv, L, D)."
         end = self.length + k.shape[2]
         self.k[layer][:, :, self.length:end] = k
         self.v[layer][:, :, self.length:end] = v
@@ -127,11 +128,64 @@ class KVCache:
 
     def reset(self): self.length = 0
 
+    def start_decoding(self, attention_mask): # (B, length): the cached tokens, 1 real, 0 padding
+        "Tensors for `decode_step`: the slots holding real keys, the next slot, each row's next position."
+        dev = self.k[0].device
+        self.keys = torch.zeros(self.batch_size, self.max_len, dtype=torch.bool, device=dev)  # (B, max_len)
+        self.keys[:, :self.length] = attention_mask.bool()
+        self.slot = torch.full((1,), self.length, device=dev)  # a tensor: one graph for every step
+        self.pos = attention_mask.long().sum(-1, keepdim=True)  # (B, 1): real tokens before the next one
+
+    def write(self, layer:int, k, v):  # k, v: (B, H_kv, 1, D), one new token
+        "A decode step's write at `slot`; return the whole buffers (B, H_kv, max_len, D), `keys` masks them."
+        self.k[layer].index_copy_(2, self.slot, k.to(self.k[layer].dtype))
+        self.v[layer].index_copy_(2, self.slot, v.to(self.v[layer].dtype))
+        return self.k[layer], self.v[layer]
+
+    def advance(self):
+        "After a decode step: one more token in every row, counted in place (no host sync)."
+        self.slot += 1
+        self.pos += 1
+        self.length += 1
+
+# %% ../nbs/04_language_model.ipynb #f05ed11a
+def fuse_linears(*linears:nn.Linear) -> torch.Tensor: # bias-free layers with the same input width
+    "One (N_1 + N_2 + ..., C) weight holding the layers' weights as row blocks; each `weight` becomes a view."
+    with torch.inference_mode(False), torch.no_grad():
+        w = torch.cat([l.weight for l in linears])  # (N, C)
+        for l, part in zip(linears, w.split([l.weight.shape[0] for l in linears])): l.weight.data = part
+    return w
+
+def is_fused(w:torch.Tensor, # from `fuse_linears`
+             *linears:nn.Linear) -> bool:
+    "Are the layers' weights still `w`'s row blocks? (deepcopy, `load_state_dict(assign=True)` break it.)"
+    parts = w.split([l.weight.shape[0] for l in linears])
+    return all(l.weight.data_ptr() == p.data_ptr() and l.weight.dtype == p.dtype
+               for l, p in zip(linears, parts))
+
+def _own_storage(module, state_dict, prefix, local_metadata):
+    "A `state_dict` post-hook: fused weights as tensors of their own (safetensors refuses part of a storage)."
+    for k, v in state_dict.items():
+        partial = v.untyped_storage().nbytes() > v.nbytes  # a view of a fused matrix
+        if k.startswith(prefix) and partial and not isinstance(v, nn.Parameter):
+            state_dict[k] = v.clone()
+
+def _one_query_attention(q, # (B, H, 1, D): a decode step's query
+                         k, v, # (B, H_kv, L, D): the whole cache
+                         mask, # (B, 1, 1, L) boolean, True = a real key
+                        ):
+    "softmax(q k^T / sqrt(D)) v for one query per row, in fp32: two small matmuls, no SDPA kernel to set up."
+    B, H, _, D = q.shape
+    KV = k.shape[1]
+    s = q.float().view(B, KV, H // KV, D) @ k.float().transpose(-1, -2) * D ** -0.5  # (B, H_kv, H/H_kv, L)
+    s = s.masked_fill(~mask, float('-inf')).softmax(-1)
+    return (s @ v.float()).view(B, H, 1, D).to(q.dtype)  # (B, H, 1, D)
+
 # %% ../nbs/04_language_model.ipynb #3558c383
 # https://arxiv.org/abs/2305.13245 ; names as nanoVLM v0.1
 # (https://github.com/huggingface/nanoVLM, models/language_model.py)
 class LanguageModelGroupedQueryAttention(nn.Module):
-    "Causal self-attention: H query heads share KV key/value heads; rotary positions; an optional KV cache."
+    "Causal self-attention: H query heads share H_kv key/value heads; rotary positions; an optional KV cache."
     def __init__(self, cfg:VLMConfig):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.lm_n_heads, cfg.lm_n_kv_heads, cfg.lm_head_dim
@@ -141,25 +195,42 @@ class LanguageModelGroupedQueryAttention(nn.Module):
         self.v_proj = nn.Linear(C, self.n_kv_heads * self.head_dim, bias=False)
         self.out_proj = nn.Linear(self.n_heads * self.head_dim, C, bias=False)
         self.resid_dropout = nn.Dropout(cfg.lm_dropout)
+        self.fuse()
+        self.register_state_dict_post_hook(_own_storage)
+
+    def fuse(self):
+        "Store q, k and v's weights as one matrix, `qkv_weight`: a decode step multiplies once."
+        self.qkv_weight = fuse_linears(self.q_proj, self.k_proj, self.v_proj)  # (H*D + 2*H_kv*D, C)
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), ... give every weight new storage: fuse again
+        super()._apply(fn, *args, **kwargs)
+        self.fuse()
+        return self
 
     def forward(self, x, # (B, T, C)
                 cos, sin, # (B, T, D) rotary angles of the T tokens
-                attn_mask=None, # (B, 1, T, S) boolean (`causal_padding_mask`); None = plain causal, no cache
+                attn_mask=None, # (B, 1, T, L) boolean (`causal_padding_mask`); None = plain causal, no cache
                 kv_cache:KVCache|None=None, # keys/values of earlier tokens; the new ones are written into it
                 layer_idx:int=0, # which layer of `kv_cache` is ours
+                step:bool=False, # a decode step (`decode_step`): fused weights, written at `kv_cache.slot`
                ):
         B, T, _ = x.shape
+        H, KV, D = self.n_heads, self.n_kv_heads, self.head_dim
         if kv_cache is not None and attn_mask is None:
             raise ValueError("attention with a KV cache needs attn_mask (from causal_padding_mask): SDPA's "
                              "is_causal assumes the queries start at key 0")
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, D)
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KV, T, D)
+        if step: q, k, v = F.linear(x, self.qkv_weight).split([H * D, KV * D, KV * D], -1)
+        else: q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, KV, D).transpose(1, 2)  # (B, H_kv, T, D)
+        v = v.view(B, T, KV, D).transpose(1, 2)  # (B, H_kv, T, D)
         q, k = apply_rotary_pos_embd(q, k, cos, sin)
-        if kv_cache is not None: k, v = kv_cache.update(layer_idx, k, v)  # (B, KV, S, D)
-        y = attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
-                      dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, D)
-        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, C)
+        if step: k, v = kv_cache.write(layer_idx, k, v)  # (B, H_kv, max_len, D), empty slots masked
+        elif kv_cache is not None: k, v = kv_cache.update(layer_idx, k, v)  # (B, H_kv, L, D)
+        if step: y = _one_query_attention(q, k, v, attn_mask)  # (B, H, 1, D)
+        else: y = attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
+                            dropout_p=self.dropout if self.training else 0.0)  # (B, H, T, D)
+        y = y.transpose(1, 2).reshape(B, T, H * D)  # (B, T, C)
         return self.resid_dropout(self.out_proj(y))
 
 # %% ../nbs/04_language_model.ipynb #3935e36d
@@ -170,9 +241,22 @@ class LanguageModelMLP(nn.Module):
         self.gate_proj = nn.Linear(cfg.lm_hidden_dim, cfg.lm_inter_dim, bias=False)
         self.up_proj = nn.Linear(cfg.lm_hidden_dim, cfg.lm_inter_dim, bias=False)
         self.down_proj = nn.Linear(cfg.lm_inter_dim, cfg.lm_hidden_dim, bias=False)
+        self.fuse()
+        self.register_state_dict_post_hook(_own_storage)
 
-    def forward(self, x):  # (B, T, C)
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # (B, T, I) -> (B, T, C)
+    def fuse(self):
+        "Store gate_proj and up_proj's weights as one matrix, `gate_up_weight`: one product per decode step."
+        self.gate_up_weight = fuse_linears(self.gate_proj, self.up_proj)  # (2F, C)
+
+    def _apply(self, fn, *args, **kwargs):  # as in the attention layer
+        super()._apply(fn, *args, **kwargs)
+        self.fuse()
+        return self
+
+    def forward(self, x, # (B, T, C)
+                step:bool=False): # a decode step: gate and up in one matmul
+        g, u = F.linear(x, self.gate_up_weight).chunk(2, -1) if step else (self.gate_proj(x), self.up_proj(x))
+        return self.down_proj(F.silu(g) * u)  # (B, T, F) -> (B, T, C)
 
 # %% ../nbs/04_language_model.ipynb #396455fa
 class LanguageModelBlock(nn.Module):
@@ -183,10 +267,10 @@ class LanguageModelBlock(nn.Module):
         self.norm2, self.mlp = RMSNorm(cfg), LanguageModelMLP(cfg)
 
     def forward(self, x, # (B, T, C)
-                cos, sin, attn_mask=None, kv_cache=None, layer_idx:int=0, # as for the attention layer
+                cos, sin, attn_mask=None, kv_cache=None, layer_idx:int=0, step:bool=False, # as for `attn`
                ):
-        x = x + self.attn(self.norm1(x), cos, sin, attn_mask, kv_cache, layer_idx)
-        return x + self.mlp(self.norm2(x))  # (B, T, C)
+        x = x + self.attn(self.norm1(x), cos, sin, attn_mask, kv_cache, layer_idx, step)
+        return x + self.mlp(self.norm2(x), step)  # (B, T, C)
 
 # %% ../nbs/04_language_model.ipynb #ca9cd94a
 def _check_inputs(B:int, T:int, past:int, attention_mask, kv_cache):
@@ -236,7 +320,7 @@ class LanguageModel(nn.Module):
                        device=device or w.device, dtype=dtype or w.dtype)
 
     def forward(self, x, # (B, T) token ids if `lm_use_tokens`, else (B, T, C) embeddings
-                attention_mask=None, # (B, past + T): 1 real, 0 padding, cached and new; None = all real
+                attention_mask=None, # (B, L), L = past + T: 1 real, 0 padding; None = all real
                 kv_cache:KVCache|None=None, # new keys/values are written at [length, length + T)
                ) -> torch.Tensor: # (B, T, V) logits if `lm_use_tokens`, else (B, T, C) final hidden states
         if self.lm_use_tokens: x = self.token_embedding(x)  # (B, T, C)
@@ -244,7 +328,7 @@ class LanguageModel(nn.Module):
         past = 0 if kv_cache is None else kv_cache.length
         _check_inputs(B, T, past, attention_mask, kv_cache)
         plain = attention_mask is None and kv_cache is None  # no padding, no cache: SDPA's is_causal (fast)
-        mask = None if plain else causal_padding_mask(attention_mask, T, past, x.device)  # (B, 1, T, S)
+        mask = None if plain else causal_padding_mask(attention_mask, T, past, x.device)  # (B, 1, T, L)
         cos, sin = self.rotary_embd(position_ids(attention_mask, T, past, x.device))  # (B, T, D)
         with _one_row_kernels(x):  # decoding one token of one sequence: matrix-vector kernels
             for i, block in enumerate(self.blocks): x = block(x, cos, sin, mask, kv_cache, i)  # (B, T, C)
@@ -257,43 +341,113 @@ class LanguageModel(nn.Module):
                  attention_mask=None, # (B, T) 1 real, 0 padding; None = all real
                  max_new_tokens:int=20, # tokens to generate (no early stop)
                  use_cache:bool=True, # KV cache (fast) or full recomputation at every step (reference)
+                 compile:bool=False, # decode steps through torch.compile (compiled once per cache size)
                 ) -> torch.Tensor: # (B, max_new_tokens) greedy ids
-        "Greedy decoding of `max_new_tokens` tokens per row."
-        if not self.lm_use_tokens:
-            raise ValueError("generate needs lm_use_tokens=True (token ids in, logits out)")
-        B, T = input_ids.shape
-        N = max_new_tokens
-        mask = torch.ones(B, T + N, dtype=torch.long, device=input_ids.device)  # (B, T + N), grown by slicing
-        if attention_mask is not None: mask[:, :T] = attention_mask
-        ids = torch.cat([input_ids, input_ids.new_zeros(B, N)], 1)  # (B, T + N)
-        cache = self.init_cache(B, T + N) if use_cache else None
-        logits = self(input_ids, mask[:, :T], cache)  # prefill: (B, T, V)
-        for i in range(N):
-            ids[:, T + i] = logits[:, -1].argmax(-1)
-            if i == N - 1: break
-            if use_cache: logits = self(ids[:, T + i:T + i + 1], mask[:, :T + i + 1], cache)  # one new token
-            else: logits = self(ids[:, :T + i + 1], mask[:, :T + i + 1])  # everything again
-        return ids[:, T:]
+        "Greedy decoding of `max_new_tokens` tokens per row (`decode_tokens`)."
+        return _greedy_decode(self, input_ids, attention_mask, max_new_tokens, use_cache, compile)
 
     @classmethod
     def from_pretrained(cls, cfg:VLMConfig, # `lm_model_type` names the checkpoint: Hub repo id or directory
                        ) -> LanguageModel:
         "The Llama checkpoint `cfg.lm_model_type` as a `LanguageModel`; sets `cfg`'s LM fields to match it."
-        src = cfg.lm_model_type
-        if not src:
-            raise ValueError("lm_model_type is empty: set it to a Hub repo id such as "
-                             "'HuggingFaceTB/SmolLM2-135M' or to a local directory holding config.json and "
-                             "*.safetensors")
-        d = find_checkpoint(src, 'lm_model_type')  # a local directory, or the Hub's download (appendix 1a)
-        hf_config = read_config(d, 'a Llama-family checkpoint directory needs one')
-        fields_, vocab = llama_config_fields(hf_config, source=src)
-        new = _target_config(cfg, fields_, vocab, src)  # validated; `cfg` itself is untouched so far
-        sd = read_safetensors(d)
-        with torch.device('meta'): kmap = _check_state(sd, cls(new), vocab, src)  # shapes only, no memory
-        for k, v in fields_.items(): setattr(cfg, k, v)  # every check has passed: now `cfg` changes
-        model = cls(cfg)
-        _copy_state(model, sd, kmap)
-        return model
+        return _load_llama(cls, cfg)
+
+# %% ../nbs/04_language_model.ipynb #b6386d3b
+def decode_step(lm:LanguageModel, tokens, # (B,) the newest token of every row
+                cache:KVCache, # prefilled, then `start_decoding`; the new keys/values go to `cache.slot`
+               ) -> torch.Tensor: # (B, V) the next token's logits
+    "One token per row through every block, all shapes fixed: the same code, and graph, at every step."
+    x = lm.token_embedding(tokens[:, None])  # (B, 1, C)
+    cache.keys.index_fill_(1, cache.slot, True)  # the new token is one of the keys
+    mask = cache.keys[:, None, None]  # (B, 1, 1, max_len)
+    cos, sin = lm.rotary_embd(cache.pos)  # (B, 1, D)
+    for i, block in enumerate(lm.blocks): x = block(x, cos, sin, mask, cache, i, step=True)  # (B, 1, C)
+    return lm.head(lm.norm(x))[:, 0]  # (B, V)
+
+_COMPILED = {}
+
+def _compiled_decode_step():
+    "`decode_step` through `torch.compile`, made once (shapes are fixed: one graph per model and cache size)."
+    if 'step' not in _COMPILED: _COMPILED['step'] = torch.compile(decode_step, fullgraph=True, dynamic=False)
+    return _COMPILED['step']
+
+def _fuse_if_stale(lm:LanguageModel):
+    "Fuse again the projections whose weights no longer view the fused matrices (e.g. after a deepcopy)."
+    for b in lm.blocks:
+        if not is_fused(b.attn.qkv_weight, b.attn.q_proj, b.attn.k_proj, b.attn.v_proj): b.attn.fuse()
+        if not is_fused(b.mlp.gate_up_weight, b.mlp.gate_proj, b.mlp.up_proj): b.mlp.fuse()
+
+# %% ../nbs/04_language_model.ipynb #d3c0d1a9
+class _Decoding:
+    "What the loop carries from step to step: the KV cache or (without one) the whole sequence so far."
+    def __init__(self, lm:LanguageModel, x, mask, max_new_tokens:int, use_cache:bool, compile:bool):
+        self.lm, self.x, self.mask = lm, x, mask  # (B, T) ids or (B, T, C) embeddings; (B, T)
+        B, T = mask.shape
+        L = -(-(T + max_new_tokens) // 64) * 64 if compile else T + max_new_tokens  # compiled: a few sizes
+        self.cache = lm.init_cache(B, L) if use_cache else None
+        self.step = _compiled_decode_step() if compile else decode_step
+        self.probe = lm.token_embedding.weight[:1].expand(B, 1, -1)  # (B, 1, C): for `_one_row_kernels`
+        if use_cache: _fuse_if_stale(lm)
+
+    def logits(self, h): # (B, L, V) logits in token mode, else (B, L, C) hidden states
+        "fp32 logits (B, V) of the last position."
+        if self.lm.lm_use_tokens: return h[:, -1].float()
+        with _one_row_kernels(self.probe): return self.lm.head(h[:, -1]).float()
+
+    def prefill(self): # (B, V)
+        h = self.lm(self.x, self.mask, self.cache)
+        if self.cache is not None: self.cache.start_decoding(self.mask)
+        return self.logits(h)
+
+    def __call__(self, nxt): # (B,) the tokens just picked
+        "Their logits (B, V): one cached decode step, or the whole sequence again."
+        if self.cache is None:  # the reference: recompute everything
+            new = nxt[:, None] if self.lm.lm_use_tokens else self.lm.token_embedding(nxt[:, None])
+            self.x = torch.cat([self.x, new], 1)  # (B, L+1[, C])
+            self.mask = torch.cat([self.mask, self.mask.new_ones(len(nxt), 1)], 1)  # (B, L+1)
+            return self.logits(self.lm(self.x, self.mask))
+        with _one_row_kernels(self.probe): logits = self.step(self.lm, nxt, self.cache)
+        self.cache.advance()
+        return logits.float()
+
+# %% ../nbs/04_language_model.ipynb #0b7e1c2d
+@torch.inference_mode()
+def decode_tokens(lm:LanguageModel, x, # (B, T) prompt ids in token mode, else (B, T, C) embeddings
+                  attention_mask=None, # (B, T) 1 real, 0 padding; None = all real
+                  max_new_tokens:int=20, # tokens to generate per row
+                  pick=None, # `pick(logits (B, V) fp32, finite (B,)) -> (B,)` next tokens; None = argmax
+                  eos_token_id:int|None=None, # a row that emits it stops (and emits only it); None = never
+                  use_cache:bool=True, # KV cache, or the whole sequence again at every step (the reference)
+                  compile:bool=False, # decode steps through torch.compile
+                  stop_check_interval:int=4, # steps between host syncs asking whether every row stopped
+                 ) -> tuple: # (B, max_new_tokens) ids; a 0-dim bool: a running row had NaN/inf logits
+    "The generation loop of every model: prefill, then one token per row per step (chapter 5 samples)."
+    B, T, n, dev = x.shape[0], x.shape[1], max_new_tokens, x.device
+    eos = -1 if eos_token_id is None else eos_token_id
+    out = torch.full((B, n), eos, dtype=torch.long, device=dev)
+    bad, done = torch.zeros((), dtype=torch.bool, device=dev), torch.zeros(B, dtype=torch.bool, device=dev)
+    if n == 0: return out, bad
+    mask = torch.ones(B, T, dtype=torch.long, device=dev) if attention_mask is None else attention_mask
+    run = _Decoding(lm, x, mask, n, use_cache, compile)
+    logits = run.prefill()  # (B, V)
+    for t in range(n):
+        finite = torch.isfinite(logits).all(-1)  # (B,)
+        bad |= ~(finite | done).all()
+        nxt = (logits.argmax(-1) if pick is None else pick(logits, finite)).masked_fill(done, eos)  # (B,)
+        out[:, t] = nxt
+        done |= nxt == eos
+        check = eos_token_id is not None and (t + 1) % stop_check_interval == 0
+        if t == n - 1 or (check and bool(done.all() | bad)): break  # a host sync
+        logits = run(nxt)
+    return out, bad
+
+def _greedy_decode(lm:LanguageModel, input_ids, attention_mask, max_new_tokens:int, use_cache:bool,
+                   compile:bool=False) -> torch.Tensor: # as for `LanguageModel.generate`
+    "`LanguageModel.generate`: `decode_tokens` with argmax and no stop token."
+    if not lm.lm_use_tokens:
+        raise ValueError("generate needs lm_use_tokens=True (token ids in, logits out)")
+    return decode_tokens(lm, input_ids, attention_mask, max_new_tokens, use_cache=use_cache,
+                         compile=compile)[0]
 
 # %% ../nbs/04_language_model.ipynb #1355e6d7
 _HF_BLOCK_KEYS = {'self_attn.q_proj': 'attn.q_proj', 'self_attn.k_proj': 'attn.k_proj',
@@ -312,11 +466,49 @@ def hf_key_map(n_blocks:int, # decoder blocks
     if not tie_weights: m['lm_head.weight'] = 'head.weight'
     return m
 
-# %% ../nbs/04_language_model.ipynb #1d01c1a9
+# %% ../nbs/04_language_model.ipynb #7d27e1f7
+def _load_llama(cls, # the model class, `LanguageModel`
+               cfg:VLMConfig, # `lm_model_type` names the checkpoint; its LM fields become the checkpoint's
+              ) -> nn.Module:
+    "`LanguageModel.from_pretrained`: the Llama checkpoint `cfg.lm_model_type`, checked, then copied."
+    src = cfg.lm_model_type
+    if not src:
+        raise ValueError("lm_model_type is empty: set it to a Hub repo id such as "
+                         "'HuggingFaceTB/SmolLM2-135M' or to a local directory holding config.json and "
+                         "*.safetensors")
+    d = find_checkpoint(src, 'lm_model_type')  # a local directory, or the Hub's download (appendix 1a)
+    hf_config = read_config(d, 'a Llama-family checkpoint directory needs one')
+    fields_, vocab = llama_config_fields(hf_config, source=src)
+    new = _target_config(cfg, fields_, vocab, src)  # validated; `cfg` itself is untouched so far
+    sd = read_safetensors(d)
+    with torch.device('meta'): kmap = _check_state(sd, cls(new), vocab, src)  # shapes only, no memory
+    for k, v in fields_.items(): setattr(cfg, k, v)  # every check has passed: now `cfg` changes
+    model = cls(cfg)
+    _copy_state(model, sd, kmap)
+    return model
+
 _HF_FIELDS = {'hidden_size': 'lm_hidden_dim', 'intermediate_size': 'lm_inter_dim',
               'num_attention_heads': 'lm_n_heads', 'num_hidden_layers': 'lm_n_blocks',
               'rms_norm_eps': 'lm_rms_eps', 'max_position_embeddings': 'lm_max_position_embeddings'}
 
+def llama_config_fields(hf:dict, # a Llama-family config.json, parsed
+                        source:str='config.json', # for error messages
+                       ) -> tuple[dict, int]:
+    "The `VLMConfig` fields a Llama config.json fixes, and the checkpoint's vocabulary size."
+    _refuse_unsupported(hf, source)
+    out = {ours: hf[k] for k, ours in _HF_FIELDS.items()}
+    out['lm_rms_eps'] = float(out['lm_rms_eps'])
+    out['lm_n_kv_heads'] = hf.get('num_key_value_heads') or hf['num_attention_heads']
+    out['lm_re_base'] = _rope_theta(hf, source)
+    out['lm_tie_weights'] = bool(hf.get('tie_word_embeddings', False))  # LlamaConfig's default is untied
+    out['lm_dropout'] = float(hf.get('attention_dropout', 0.0))
+    eos = hf.get('eos_token_id')
+    if isinstance(eos, list): eos = eos[0] if eos else None
+    if eos is not None: out['lm_eos_token_id'] = eos
+    return out, hf['vocab_size']
+
+# %% ../nbs/04_language_model.ipynb #cb0d6f09
+# What config.json may say: the refusals are explained and tested in appendix 4a
 def _rope_theta(hf:dict, source:str) -> int:
     "The RoPE base of a Llama config.json, refusing scaled variants."
     for key in ('rope_parameters', 'rope_scaling'):
@@ -349,23 +541,8 @@ def _refuse_unsupported(hf:dict, source:str):
                                     f"{hf['hidden_size']}/{hf['num_attention_heads']}; "
                                     "we derive the head dim from those")
 
-def llama_config_fields(hf:dict, # a Llama-family config.json, parsed
-                        source:str='config.json', # for error messages
-                       ) -> tuple[dict, int]:
-    "The `VLMConfig` fields a Llama config.json fixes, and the checkpoint's vocabulary size."
-    _refuse_unsupported(hf, source)
-    out = {ours: hf[k] for k, ours in _HF_FIELDS.items()}
-    out['lm_rms_eps'] = float(out['lm_rms_eps'])
-    out['lm_n_kv_heads'] = hf.get('num_key_value_heads') or hf['num_attention_heads']
-    out['lm_re_base'] = _rope_theta(hf, source)
-    out['lm_tie_weights'] = bool(hf.get('tie_word_embeddings', False))  # LlamaConfig's default is untied
-    out['lm_dropout'] = float(hf.get('attention_dropout', 0.0))
-    eos = hf.get('eos_token_id')
-    if isinstance(eos, list): eos = eos[0] if eos else None
-    if eos is not None: out['lm_eos_token_id'] = eos
-    return out, hf['vocab_size']
-
-# %% ../nbs/04_language_model.ipynb #16859f83
+# %% ../nbs/04_language_model.ipynb #0b318192
+# Checking and copying the weights: explained and tested in appendix 4a
 def _ignored_keys(sd:dict, tied:bool, source:str) -> set:
     "Checkpoint keys accepted but not loaded: stored rotary frequencies, a tied head's copy of the embedding."
     ignored = {k for k in sd if k.endswith('rotary_emb.inv_freq')}  # recomputed, not learned
@@ -399,7 +576,6 @@ def _copy_state(model:nn.Module, sd:dict, kmap:dict):
         p[:t.shape[0]].copy_(t)
         if p.shape[0] > t.shape[0]: p[t.shape[0]:] = t.float().mean(0).to(p.dtype)  # new tokens: the mean row
 
-# %% ../nbs/04_language_model.ipynb #9c703297
 def _target_config(cfg:VLMConfig, fields_:dict, vocab:int, src:str) -> VLMConfig:
     "A copy of `cfg` with the checkpoint's architecture `fields_`, validated (`cfg` itself is not changed)."
     if cfg.lm_vocab_size < vocab:

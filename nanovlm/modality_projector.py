@@ -14,45 +14,45 @@ __all__ = ['pixel_shuffle', 'PixelShuffle', 'ModalityProjector']
 
 # %% ../nbs/03_modality_projector.ipynb #5a036fb1
 # https://github.com/huggingface/nanoVLM/blob/v0.1/models/modality_projector.py (pixel_shuffle)
-def pixel_shuffle(x:torch.Tensor, # (B, N, C) tokens of a square h x w grid, row-major (N = h·w)
+def pixel_shuffle(x:torch.Tensor, # (B, P, C) tokens of a square g x g grid, row-major (P = g·g)
                   s:int, # shuffle factor: s x s neighbouring tokens fold into one
-                 ) -> torch.Tensor: # (B, N/s², s·s·C)
+                 ) -> torch.Tensor: # (B, N, s²·C), N = P / s²
     "Fold each s x s block of a square token grid into one token, in nanoVLM's channel order."
-    if x.dim() != 3: raise ValueError(f"pixel_shuffle expects (B, N, C) tokens, got shape {tuple(x.shape)}")
-    B, N, C = x.shape
-    h = int(math.sqrt(N))  # exact for perfect squares (sqrt is correctly rounded); works on symbolic sizes
-    if h * h != N:
-        raise ValueError(f"pixel_shuffle needs a square grid of tokens, but N={N} is not a perfect square "
+    if x.dim() != 3: raise ValueError(f"pixel_shuffle expects (B, P, C) tokens, got shape {tuple(x.shape)}")
+    B, P, C = x.shape
+    g = int(math.sqrt(P))  # exact for perfect squares (sqrt is correctly rounded); works on symbolic sizes
+    if g * g != P:
+        raise ValueError(f"pixel_shuffle needs a square grid of tokens, but P={P} is not a perfect square "
                          "(a CLS token left in?)")
-    if h % s:
-        raise ValueError(f"the {h}x{h} token grid is not divisible by the shuffle factor s={s}; "
-                         f"pick an s that divides {h}")
-    x = x.reshape(B, h // s, s, h // s, s, C)      # (B, h/s, s, w/s, s, C): indexed by (i, dy, j, dx)
-    x = x.permute(0, 1, 3, 2, 4, 5)                # (B, h/s, w/s, s, s, C): (i, j, dy, dx)
-    return x.reshape(B, (h // s) ** 2, s * s * C)  # (B, N/s², s·s·C): channel block dy·s+dx
+    if g % s:
+        raise ValueError(f"the {g}x{g} token grid is not divisible by the shuffle factor s={s}; "
+                         f"pick an s that divides {g}")
+    x = x.reshape(B, g // s, s, g // s, s, C)      # (B, g/s, s, g/s, s, C): indexed by (i, dy, j, dx)
+    x = x.permute(0, 1, 3, 2, 4, 5)                # (B, g/s, g/s, s, s, C): (i, j, dy, dx)
+    return x.reshape(B, (g // s) ** 2, s * s * C)  # (B, N, s²·C): channel block k = dy·s+dx
 
 # %% ../nbs/03_modality_projector.ipynb #ae7662f4
 class PixelShuffle(nn.Module):
-    "`pixel_shuffle` as a parameter-free module: (B, N, C) -> (B, N/s², s·s·C)."
+    "`pixel_shuffle` as a parameter-free module: (B, P, C) -> (B, N, s²·C)."
     def __init__(self, factor:int): # s, the shuffle factor
         super().__init__()
         self.factor = factor
 
-    def forward(self, x): # (B, N, C)
-        return pixel_shuffle(x, self.factor)  # (B, N/s², s·s·C)
+    def forward(self, x): # (B, P, C)
+        return pixel_shuffle(x, self.factor)  # (B, N, s²·C)
 
     def extra_repr(self): return f'factor={self.factor}'
 
 # %% ../nbs/03_modality_projector.ipynb #5945dcc4
 # https://github.com/huggingface/nanoVLM/blob/v0.1/models/modality_projector.py (ModalityProjector)
 class ModalityProjector(nn.Module):
-    "Pixel shuffle, then a bias-free linear map into the LM's width: (B, N, C) -> (B, N/s², lm_hidden_dim)."
+    "Pixel shuffle, then a bias-free linear map into the LM's width: (B, P, C) -> (B, N, lm_hidden_dim)."
     def __init__(self, cfg:VLMConfig):
         super().__init__()
         self.pixel_shuffle = PixelShuffle(cfg.mp_pixel_shuffle_factor)
         self.proj = nn.Linear(cfg.mp_input_dim, cfg.lm_hidden_dim, bias=False)
         nn.init.normal_(self.proj.weight, mean=0.0, std=0.02)
 
-    def forward(self, x): # (B, N, C) from the ViT
-        x = self.pixel_shuffle(x)  # (B, N/s², C·s²)
-        return self.proj(x)        # (B, N/s², lm_hidden_dim)
+    def forward(self, x): # (B, P, C) from the ViT
+        x = self.pixel_shuffle(x)  # (B, N, s²·C)
+        return self.proj(x)        # (B, N, lm_hidden_dim)

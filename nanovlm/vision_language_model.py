@@ -6,6 +6,7 @@
 from __future__ import annotations
 import json, os, tempfile
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 import torch
 from torch import nn
@@ -17,7 +18,7 @@ from .checkpoints import (CheckpointFormatError, check_safetensors, check_state,
                                  find_checkpoint, read_safetensors)
 from .vision_transformer import ViT
 from .modality_projector import ModalityProjector
-from .language_model import LanguageModel, apply_rotary_pos_embd, position_ids, _one_row_kernels
+from .language_model import LanguageModel, apply_rotary_pos_embd, position_ids, decode_tokens
 
 # %% auto #0
 __all__ = ['VisionLanguageModel', 'answer_loss', 'filter_logits', 'image_attention', 'load_state_strict']
@@ -28,138 +29,60 @@ class VisionLanguageModel(nn.Module):
     config_class = VLMConfig  # what `from_pretrained` reads config.json as (a subclass may name its own)
 
     def __init__(self, cfg:VLMConfig, # the model's shape; `load_backbone` may update its tower fields
-                 load_backbone:bool=False, # start from the pretrained ViT and LM named in `cfg`
-                ):
+                 load_backbone:bool=False): # start from the pretrained ViT and LM named in `cfg`
         super().__init__()
-        if cfg.lm_use_tokens:
-            raise ValueError("VisionLanguageModel feeds embeddings to the decoder: "
-                             "set lm_use_tokens=False in the config")
+        if cfg.lm_use_tokens: raise ValueError("VisionLanguageModel feeds embeddings to the decoder: "
+                                               "set lm_use_tokens=False in the config")
         self.cfg = cfg
-        if load_backbone:
-            self.vision_encoder, self.decoder = ViT.from_pretrained(cfg), LanguageModel.from_pretrained(cfg)
-        else: self.vision_encoder, self.decoder = ViT(cfg), LanguageModel(cfg)
+        self.vision_encoder = ViT.from_pretrained(cfg) if load_backbone else ViT(cfg)
+        self.decoder = LanguageModel.from_pretrained(cfg) if load_backbone else LanguageModel(cfg)
         self.MP = ModalityProjector(cfg)
 
     def embed(self, input_ids, # (B, T) text token ids, left padded
-              image, # (B, 3, S, S) images
-              attention_mask=None, # (B, T) 1 for real tokens, 0 for padding; None = all real
-             ):
-        "Embeddings (B, N+T, C) of image tokens followed by text tokens, and the mask (B, N+T) to match."
+              image, # (B, 3, R, R) images
+              attention_mask=None): # (B, T) 1 for real tokens, 0 for padding; None = all real
+        "Embeddings (B, N+T, C): the image's tokens, then the text's; their mask (B, N+T), image tokens real."
         img = self.MP(self.vision_encoder(image))  # (B, N, C)
         txt = self.decoder.token_embedding(input_ids)  # (B, T, C)
         x = torch.cat([img.to(txt.dtype), txt], dim=1)  # (B, N+T, C): the image first, then the text
         if attention_mask is None: attention_mask = torch.ones_like(input_ids)
-        ones = attention_mask.new_ones(img.shape[:2])  # (B, N): image tokens are always real
-        return x, torch.cat([ones, attention_mask], dim=1)  # (B, N+T)
+        return x, torch.cat([attention_mask.new_ones(img.shape[:2]), attention_mask], dim=1)  # (B, N+T)
 
-    def forward(self, input_ids, # (B, T) text token ids, left padded
-                image, # (B, 3, S, S) images
-                attention_mask=None, # (B, T) 1 for real tokens, 0 for padding
-                targets=None, # (B, T) shifted targets with -100 (see `answer_loss`)
-               ):
+    def forward(self, input_ids, image, attention_mask=None, # as for `embed`
+                targets=None): # (B, T) shifted targets with -100 (see `answer_loss`)
         "Logits (B, T, V) at the text positions and, given `targets`, the loss on the answer tokens."
         x, mask = self.embed(input_ids, image, attention_mask)  # (B, N+T, C), (B, N+T)
-        h = self.decoder(x, attention_mask=mask)  # (B, N+T, C)
-        logits = self.decoder.head(h[:, -input_ids.shape[1]:])  # (B, T, V): the text positions only
-        loss = None if targets is None else answer_loss(logits, targets)
-        return logits, loss
+        logits = self.decoder.head(self.decoder(x, attention_mask=mask)[:, -input_ids.shape[1]:])  # (B, T, V)
+        return logits, None if targets is None else answer_loss(logits, targets)
 
     @torch.inference_mode()
-    def generate(self, input_ids, # (B, T) prompt ids, left padded
-                 image, # (B, 3, S, S) images
-                 attention_mask=None, # (B, T) 1 for real tokens, 0 for padding
+    def generate(self, input_ids, image, attention_mask=None, # as for `embed`
                  max_new_tokens:int=20, # tokens to generate per row
-                 greedy:bool=False, # take the argmax instead of sampling
-                 temperature:float=1.0, # divide the logits by this before sampling
-                 top_k:int|None=None, # sample among the k most likely tokens
-                 top_p:float|None=None, # sample among the most likely tokens totalling probability p
-                 use_cache:bool=True, # decode with the KV cache (False: the whole sequence at each step)
+                 greedy:bool=False, temperature:float=1.0, # argmax, or sample softmax(logits / temperature)
+                 top_k:int|None=None, top_p:float|None=None, # ... among the k likeliest / those totalling p
+                 use_cache:bool=True, compile:bool=False, # KV cache (else all again each step); compiled
                  eos_token_id:int|None=None, # stop token; `cfg.lm_eos_token_id` if None
-                 seed:int|None=None, # seed a private generator for reproducible sampling
-                 generator:torch.Generator|None=None, # or pass your own generator
-                 stop_check_interval:int=4, # steps between checks that every row has stopped (a host sync)
-                ):
+                 seed:int|None=None, generator:torch.Generator|None=None, # for reproducible sampling
+                 stop_check_interval:int=4): # steps between checks that every row has stopped (a host sync)
         "Generate `(B, max_new_tokens)` token ids; rows that reach EOS are filled with EOS."
         _check_generation(self.cfg, input_ids.shape[1], max_new_tokens, greedy, temperature, top_p)
-        eos = self.cfg.lm_eos_token_id if eos_token_id is None else eos_token_id
-        B, dev, N = input_ids.shape[0], input_ids.device, max_new_tokens
-        if generator is None and seed is not None: generator = torch.Generator(dev).manual_seed(seed)
-        out = torch.full((B, N), eos, dtype=torch.long, device=dev)
-        if N == 0: return out
-        x, mask = self.embed(input_ids, image, attention_mask)  # (B, L, C), (B, L)
-        cache = self.decoder.init_cache(B, x.shape[1] + N, device=dev, dtype=x.dtype) if use_cache else None
-        h = self.decoder(x, attention_mask=mask, kv_cache=cache)  # prefill: (B, L, C)
-        done = torch.zeros(B, dtype=torch.bool, device=dev)
-        bad = torch.zeros((), dtype=torch.bool, device=dev)  # NaN or inf logits in a running row
-        for t in range(N):
-            with _one_row_kernels(h[:, -1:]): logits = self.decoder.head(h[:, -1]).float()  # (B, V)
-            finite = torch.isfinite(logits).all(-1)  # (B,)
-            bad |= ~(finite | done).all()
-            nxt = _pick(logits, finite, greedy, temperature, top_k, top_p, generator).masked_fill(done, eos)
-            out[:, t] = nxt  # (B,)
-            done = done | (nxt == eos)
-            if t == N - 1 or ((t + 1) % stop_check_interval == 0 and bool(done.all() | bad)): break  # a sync
-            x, mask, h = self._feed_back(nxt, x, mask, cache)
-        if bool(bad):
-            raise ValueError("the model's logits are NaN or infinite: its weights have diverged or are "
-                             "corrupt; use an earlier checkpoint (e.g. the run's best/ directory)")
-        return out
+        pick = _sampler(greedy, temperature, top_k, top_p, seed, generator, input_ids.device)
+        return _decode(self, input_ids, image, attention_mask, max_new_tokens, pick, eos_token_id, use_cache,
+                       stop_check_interval, compile)
 
-    def _feed_back(self, nxt, x, mask, cache):
-        "Decode the new tokens `nxt` (B,): one cached step, or the whole sequence again; `(x, mask, h)`."
-        emb = self.decoder.token_embedding(nxt[:, None])  # (B, 1, C)
-        mask = torch.cat([mask, mask.new_ones(len(nxt), 1)], dim=1)  # (B, L+t+1)
-        if cache is not None: return x, mask, self.decoder(emb, attention_mask=mask, kv_cache=cache)
-        x = torch.cat([x, emb], dim=1)
-        return x, mask, self.decoder(x, attention_mask=mask)
-
-    def save_pretrained(self, save_directory, # created if missing
-                       ) -> Path:
+    def save_pretrained(self, save_directory) -> Path: # created if missing
         "Write `model.safetensors` and `config.json` into `save_directory`: both in full, then both renamed."
-        d = Path(save_directory)
-        d.mkdir(parents=True, exist_ok=True)
-        tmp_w, tmp_c = _temp_path(d / 'model.safetensors'), _temp_path(d / 'config.json')
-        config = json.dumps(asdict(self.cfg), indent=4)
-        try:
-            _write_weights(self, tmp_w, config)
-            _write_text(tmp_c, config)
-            os.replace(tmp_w, d / 'model.safetensors')
-            os.replace(tmp_c, d / 'config.json')
-        finally:
-            tmp_w.unlink(missing_ok=True)
-            tmp_c.unlink(missing_ok=True)
-        return d
+        return _save_checkpoint(self, Path(save_directory))
 
     @classmethod
     def from_pretrained(cls, repo_id_or_path:str, # local directory or Hub repo id, e.g. 'lusxvr/nanoVLM-222M'
-                        revision:str|None=None, # Hub branch, tag or commit
-                        device=None, # where to put the model
-                       ) -> VisionLanguageModel:
+                        revision:str|None=None, device=None) -> VisionLanguageModel: # Hub revision, device
         "Load a checkpoint written by `save_pretrained` (ours or nanoVLM's), strictly."
-        d = find_checkpoint(repo_id_or_path, 'checkpoint', ('config.json', 'model.safetensors'), revision)
-        cfg_path = checkpoint_file(d, 'config.json', _FIX)
-        w_path = checkpoint_file(d, 'model.safetensors', _FIX)
-        cfg = cls.config_class.from_json(cfg_path)
-        _check_pair(cfg, cfg_path, w_path)
-        model = cls(cfg, load_backbone=False)
-        load_state_strict(model, read_safetensors(w_path), source=str(w_path))
-        return model.to(device) if device is not None else model
+        return _load_checkpoint(cls, repo_id_or_path, revision, device)
 
-    def push_to_hub(self, repo_id:str, # 'user/name'
-                    private:bool=False, # create the repo as private
-                    commit_message:str='Upload nanovlm model',
-                    save_with=(), # objects with `save(directory)` (tokenizer, ...) uploaded beside the model
-                   ):
-        "Upload the checkpoint (config, weights, model card, what `save_with` writes) to a Hub model repo."
-        from huggingface_hub import HfApi
-        api = HfApi()
-        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-        with tempfile.TemporaryDirectory() as d:
-            self.save_pretrained(d)
-            for obj in save_with: obj.save(d)
-            _model_card(self, repo_id).save(Path(d) / 'README.md')
-            return api.upload_folder(repo_id=repo_id, folder_path=d, repo_type='model',
-                                     commit_message=commit_message)
+    def push_to_hub(self, repo_id:str, private=False, commit_message='Upload nanovlm model', save_with=()):
+        "Upload the checkpoint, a model card and what `save_with` objects' `save(dir)` write to a Hub repo."
+        return _push_to_hub(self, repo_id, private, commit_message, save_with)
 
 # %% ../nbs/05_vision_language_model.ipynb #b065f15f
 def answer_loss(logits, # (B, T, V) text-position logits
@@ -186,7 +109,7 @@ def filter_logits(logits, # (B, V) next-token logits
         logits = logits.masked_fill(drop.scatter(-1, idx, drop), float('-inf'))
     return logits
 
-# %% ../nbs/05_vision_language_model.ipynb #1d4ac289
+# %% ../nbs/05_vision_language_model.ipynb #622c65a7
 def _check_generation(cfg:VLMConfig, T:int, max_new_tokens:int, greedy:bool, temperature:float,
                       top_p:float|None):
     "Raise `ValueError` for generation settings that cannot work, before any work is done."
@@ -211,6 +134,29 @@ def _pick(logits, # (B, V) next-token logits, fp32
     probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
+def _sampler(greedy:bool, temperature:float, top_k:int|None, top_p:float|None, # as for `generate`
+             seed:int|None, generator:torch.Generator|None, device):
+    "`generate`'s rule for the next tokens: `pick(logits (B, V), finite (B,)) -> (B,)` token ids."
+    if generator is None and seed is not None: generator = torch.Generator(device).manual_seed(seed)
+    return partial(_pick, greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p,
+                   generator=generator)
+
+# %% ../nbs/05_vision_language_model.ipynb #1e9542a3
+# The loop is chapter 4's `decode_tokens`; appendix 5a explains its stop checks and NaN flags
+def _decode(model:VisionLanguageModel, input_ids, image, attention_mask, # as for `generate`
+            max_new_tokens:int, pick, eos_token_id:int|None, use_cache:bool, stop_check_interval:int,
+            compile:bool=False):
+    "`generate`'s loop: embed image and prompt, decode until `max_new_tokens` or every row stops."
+    eos = model.cfg.lm_eos_token_id if eos_token_id is None else eos_token_id
+    if max_new_tokens == 0: return torch.full((len(input_ids), 0), eos, device=input_ids.device)
+    x, mask = model.embed(input_ids, image, attention_mask)  # (B, L, C), (B, L)
+    out, bad = decode_tokens(model.decoder, x, mask, max_new_tokens, pick, eos, use_cache, compile,
+                             stop_check_interval)
+    if bool(bad):
+        raise ValueError("the model's logits are NaN or infinite: its weights have diverged or are "
+                         "corrupt; use an earlier checkpoint (e.g. the run's best/ directory)")
+    return out
+
 # %% ../nbs/05_vision_language_model.ipynb #baabe514
 @torch.no_grad()
 def image_attention(model:VisionLanguageModel, # the model
@@ -229,12 +175,12 @@ def image_attention(model:VisionLanguageModel, # the model
     finally: hook.remove()
     h = seen['x']  # (B, L, C), normed block input
     B, L, _ = h.shape
-    H, KV, D = cfg.lm_n_heads, cfg.lm_n_kv_heads, cfg.lm_head_dim
+    H, H_kv, D = cfg.lm_n_heads, cfg.lm_n_kv_heads, cfg.lm_head_dim
     q = blk.attn.q_proj(h).view(B, L, H, D).transpose(1, 2)  # (B, H, L, D)
-    k = blk.attn.k_proj(h).view(B, L, KV, D).transpose(1, 2)  # (B, KV, L, D)
+    k = blk.attn.k_proj(h).view(B, L, H_kv, D).transpose(1, 2)  # (B, H_kv, L, D)
     cos, sin = dec.rotary_embd(position_ids(mask, L))  # positions from the mask, as in the decoder
     q, k = apply_rotary_pos_embd(q, k, cos, sin)
-    k = k.repeat_interleave(H // KV, dim=1)  # (B, H, L, D)
+    k = k.repeat_interleave(H // H_kv, dim=1)  # (B, H, L, D)
     att = (q[:, :, -1:] @ k.transpose(-1, -2)) / D ** 0.5  # (B, H, 1, L)
     att = att.masked_fill(~mask.bool()[:, None, None], float('-inf')).softmax(-1)
     N, g = cfg.n_image_tokens, int(cfg.n_image_tokens ** 0.5)
@@ -264,7 +210,8 @@ def load_state_strict(model:nn.Module, # model to fill
     model.load_state_dict(state, strict=True)
     return model
 
-# %% ../nbs/05_vision_language_model.ipynb #59bc9c15
+# %% ../nbs/05_vision_language_model.ipynb #7d5896bd
+# Saving and loading the two files: appendix 5a explains them and crashes them on purpose
 def _write_weights(model:nn.Module, path:Path, config:str):
     "The weights of `model` as safetensors at `path`, with `config` in their metadata, flushed to disk."
     save_model(model, str(path), metadata={'format': 'pt', 'nanovlm_config': config})
@@ -278,7 +225,6 @@ def _write_text(path:Path, text:str):
         f.flush()
         os.fsync(f.fileno())
 
-# %% ../nbs/05_vision_language_model.ipynb #a41d97d8
 _FIX = "a checkpoint directory holds config.json and model.safetensors (written by save_pretrained)"
 
 _NAME_FIELDS = {'vit_model_type', 'lm_model_type', 'lm_tokenizer', 'vlm_load_backbone_weights',
@@ -297,7 +243,33 @@ def _check_pair(cfg:VLMConfig, cfg_path, w_path):
                                     "save interrupted between the two files?); save the model again with "
                                     "save_pretrained")
 
-# %% ../nbs/05_vision_language_model.ipynb #2dbd787e
+def _save_checkpoint(model:nn.Module, d:Path) -> Path:
+    "`save_pretrained`: both files written in full under temporary names in `d`, then both renamed."
+    d.mkdir(parents=True, exist_ok=True)
+    tmp_w, tmp_c = _temp_path(d / 'model.safetensors'), _temp_path(d / 'config.json')
+    config = json.dumps(asdict(model.cfg), indent=4)
+    try:
+        _write_weights(model, tmp_w, config)
+        _write_text(tmp_c, config)
+        os.replace(tmp_w, d / 'model.safetensors')
+        os.replace(tmp_c, d / 'config.json')
+    finally:
+        tmp_w.unlink(missing_ok=True)
+        tmp_c.unlink(missing_ok=True)
+    return d
+
+def _load_checkpoint(cls, repo_id_or_path:str, revision:str|None, device) -> nn.Module:
+    "`from_pretrained`: find the two files, check that they belong together, load strictly into a new `cls`."
+    d = find_checkpoint(repo_id_or_path, 'checkpoint', ('config.json', 'model.safetensors'), revision)
+    cfg_path = checkpoint_file(d, 'config.json', _FIX)
+    w_path = checkpoint_file(d, 'model.safetensors', _FIX)
+    cfg = cls.config_class.from_json(cfg_path)
+    _check_pair(cfg, cfg_path, w_path)
+    model = load_state_strict(cls(cfg, load_backbone=False), read_safetensors(w_path), source=str(w_path))
+    return model.to(device) if device is not None else model
+
+# %% ../nbs/05_vision_language_model.ipynb #ac160871
+# Uploading to the Hub, with a model card (appendix 5a)
 _CARD = """---
 library_name: nanovlm
 pipeline_tag: image-text-to-text
@@ -321,3 +293,15 @@ def _model_card(model:VisionLanguageModel, repo_id:str):
     return ModelCard(_CARD.format(repo_id=repo_id, vit=cfg.vit_model_type or 'from scratch',
                                   lm=cfg.lm_model_type or 'from scratch',
                                   params=f'{n_params(model)/1e6:.1f}M', n_img=cfg.n_image_tokens))
+
+def _push_to_hub(model:nn.Module, repo_id:str, private:bool, commit_message:str, save_with) -> str:
+    "`push_to_hub`: the checkpoint, a model card and what `save_with` writes, uploaded in one commit."
+    from huggingface_hub import HfApi
+    api = HfApi()
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    with tempfile.TemporaryDirectory() as d:
+        model.save_pretrained(d)
+        for obj in save_with: obj.save(d)
+        _model_card(model, repo_id).save(Path(d) / 'README.md')
+        return api.upload_folder(repo_id=repo_id, folder_path=d, repo_type='model',
+                                 commit_message=commit_message)

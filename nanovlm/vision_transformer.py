@@ -15,13 +15,13 @@ from .checkpoints import CheckpointFormatError, check_state, find_checkpoint, re
 # %% auto #0
 __all__ = ['SIGLIP_VISION_DEFAULTS', 'SIGLIP_TO_VIT_FIELDS', 'SIGLIP_OTHER_TOWER', 'SIGLIP_IGNORED', 'ViTPatchEmbeddings',
            'attention', 'ViTMultiHeadAttention', 'ViTMLP', 'ViTBlock', 'ViT', 'siglip_vision_config', 'vit_fields',
-           'siglip_key_map', 'siglip_vision_keys', 'convert_siglip']
+           'siglip_key_map', 'siglip_vision_keys', 'convert_siglip', 'to_siglip']
 
 # %% ../nbs/02_vision_transformer.ipynb #ca92a155
 # SiglipVisionEmbeddings, in
 # https://github.com/huggingface/transformers/blob/main/src/transformers/models/siglip/modeling_siglip.py
 class ViTPatchEmbeddings(nn.Module):
-    "Cut (B, 3, H, W) images into p x p patches, project each to C channels, add a learned position each."
+    "Cut (B, 3, R, R) images into p x p patches, project each to C channels, add a learned position each."
     def __init__(self, cfg:VLMConfig):
         super().__init__()
         C, p = cfg.vit_hidden_dim, cfg.vit_patch_size
@@ -31,26 +31,26 @@ class ViTPatchEmbeddings(nn.Module):
         n_pos = cfg.vit_n_patches + (1 if self.cls_flag else 0)
         self.position_embedding = nn.Parameter(0.02 * torch.randn(1, n_pos, C))
 
-    def forward(self, x): # (B, 3, H, W)
+    def forward(self, x): # (B, 3, R, R)
         if x.shape[-2:] != (self.img_size, self.img_size):  # static shapes: no host sync, compile-friendly
             raise ValueError(f"expected {self.img_size}x{self.img_size} images (vit_img_size), got "
                              f"{tuple(x.shape)}; resize them first (the image processor does)")
-        x = self.conv(x.to(self.conv.weight.dtype))  # (B, C, h, w); fp32 pixels into bf16 weights too
+        x = self.conv(x.to(self.conv.weight.dtype))  # (B, C, R/p, R/p); fp32 pixels into bf16 weights too
         x = x.flatten(2).transpose(1, 2)              # (B, P, C)
         if self.cls_flag:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+P, C)
         return x + self.position_embedding
 
 # %% ../nbs/02_vision_transformer.ipynb #b09e2bf4
-def attention(q, # (B, H, T, D) queries
-              k, v, # (B, KV, S, D) keys and values; KV divides H (grouped-query attention when KV < H)
-              attn_mask=None, # boolean, broadcastable to (B, H, T, S); True = may attend
+def attention(q, # (B, H, T, D) queries: T positions (the P patches, in the ViT)
+              k, v, # (B, H_kv, L, D) keys and values over L positions; H_kv divides H (grouped-query)
+              attn_mask=None, # boolean, broadcastable to (B, H, T, L); True = may attend
               is_causal:bool=False, # causal mask instead of attn_mask
               dropout_p:float=0.0, # dropout on the attention weights (pass 0 in eval)
              ):
     "softmax(q k^T / sqrt(D)) v for every head: PyTorch's SDPA (on a CPU in bf16/fp16, a faster path)."
     if q.device.type == 'cpu' and q.dtype in (torch.bfloat16, torch.float16):
-        return _attention_cpu_low_precision(q, k, v, attn_mask, is_causal, dropout_p)  # production details
+        return _attention_cpu_low_precision(q, k, v, attn_mask, is_causal, dropout_p)  # appendix 2a
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
                                           dropout_p=dropout_p, enable_gqa=k.shape[1] != q.shape[1])
 
@@ -59,7 +59,7 @@ def attention(q, # (B, H, T, D) queries
 # https://github.com/huggingface/transformers/blob/main/src/transformers/models/siglip/modeling_siglip.py
 # and CausalSelfAttention (without the mask) in https://github.com/karpathy/nanoGPT/blob/master/model.py
 class ViTMultiHeadAttention(nn.Module):
-    "Bidirectional multi-head self-attention with a fused QKV projection: (B, T, C) -> (B, T, C)."
+    "Bidirectional multi-head self-attention with a fused QKV projection: (B, P, C) -> (B, P, C)."
     def __init__(self, cfg:VLMConfig):
         super().__init__()
         C = cfg.vit_hidden_dim
@@ -68,20 +68,20 @@ class ViTMultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(C, C)
         self.resid_dropout = nn.Dropout(cfg.vit_dropout)
 
-    def _qkv(self, x): # (B, T, C)
-        B, T, C = x.shape
-        q, k, v = self.qkv_proj(x).split(C, dim=-1)                              # 3 x (B, T, C)
-        return [t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v)]  # 3 x (B,H,T,D)
+    def _qkv(self, x): # (B, P, C)
+        B, P, C = x.shape
+        q, k, v = self.qkv_proj(x).split(C, dim=-1)                              # 3 x (B, P, C)
+        return [t.view(B, P, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v)]  # 3 x (B,H,P,D)
 
-    def forward(self, x): # (B, T, C)
-        B, T, C = x.shape
+    def forward(self, x): # (B, P, C)
+        B, P, C = x.shape
         q, k, v = self._qkv(x)
-        y = attention(q, k, v, dropout_p=self.dropout if self.training else 0.0) # (B, H, T, D)
-        y = y.transpose(1, 2).reshape(B, T, C)                                   # (B, T, C): heads in a row
+        y = attention(q, k, v, dropout_p=self.dropout if self.training else 0.0) # (B, H, P, D)
+        y = y.transpose(1, 2).reshape(B, P, C)                                   # (B, P, C): heads in a row
         return self.resid_dropout(self.out_proj(y))
 
-    def attention_probs(self, x): # (B, T, C)
-        "The attention weights softmax(QK^T / sqrt(D)) of every head: (B, H, T, T), each row sums to 1."
+    def attention_probs(self, x): # (B, P, C)
+        "The attention weights softmax(QK^T / sqrt(D)) of every head: (B, H, P, P), each row sums to 1."
         q, k, _ = self._qkv(x)
         return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.head_dim), dim=-1)
 
@@ -89,7 +89,7 @@ class ViTMultiHeadAttention(nn.Module):
 # SiglipMLP, in
 # https://github.com/huggingface/transformers/blob/main/src/transformers/models/siglip/modeling_siglip.py
 class ViTMLP(nn.Module):
-    "Per-token feed-forward network: Linear(C, I), GELU (tanh form), Linear(I, C)."
+    "Per-patch feed-forward network: Linear(C, F), GELU (tanh form), Linear(F, C)."
     def __init__(self, cfg:VLMConfig):
         super().__init__()
         self.fc1 = nn.Linear(cfg.vit_hidden_dim, cfg.vit_inter_dim)
@@ -97,13 +97,13 @@ class ViTMLP(nn.Module):
         self.fc2 = nn.Linear(cfg.vit_inter_dim, cfg.vit_hidden_dim)
         self.dropout = nn.Dropout(cfg.vit_dropout)
 
-    def forward(self, x): # (B, T, C)
-        return self.dropout(self.fc2(self.activation_fn(self.fc1(x))))  # (B, T, I) inside, (B, T, C) out
+    def forward(self, x): # (B, P, C)
+        return self.dropout(self.fc2(self.activation_fn(self.fc1(x))))  # (B, P, F) inside, (B, P, C) out
 
 # %% ../nbs/02_vision_transformer.ipynb #b550d137
 # https://github.com/karpathy/nanoGPT/blob/master/model.py (Block)
 class ViTBlock(nn.Module):
-    "Pre-norm transformer block: x + attn(ln1(x)), then + mlp(ln2(x)). (B, T, C) -> (B, T, C)."
+    "Pre-norm transformer block: x + attn(ln1(x)), then + mlp(ln2(x)). (B, P, C) -> (B, P, C)."
     def __init__(self, cfg:VLMConfig):
         super().__init__()
         self.ln1 = nn.LayerNorm(cfg.vit_hidden_dim, eps=cfg.vit_ln_eps)
@@ -111,7 +111,7 @@ class ViTBlock(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.vit_hidden_dim, eps=cfg.vit_ln_eps)
         self.mlp = ViTMLP(cfg)
 
-    def forward(self, x): # (B, T, C)
+    def forward(self, x): # (B, P, C)
         x = x + self.attn(self.ln1(x))
         x = x + self.mlp(self.ln2(x))
         return x
@@ -119,7 +119,7 @@ class ViTBlock(nn.Module):
 # %% ../nbs/02_vision_transformer.ipynb #5011aff9
 # https://github.com/huggingface/nanoVLM/blob/v0.1/models/vision_transformer.py (ViT)
 class ViT(nn.Module):
-    "Vision transformer: (B, 3, H, W) images -> (B, P, C) patch features; (B, C) with `vit_cls_flag`."
+    "Vision transformer: (B, 3, R, R) images -> (B, P, C) patch features; (B, C) with `vit_cls_flag`."
     def __init__(self, cfg:VLMConfig):
         super().__init__()
         self.cls_flag = cfg.vit_cls_flag
@@ -137,7 +137,7 @@ class ViT(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def forward(self, x): # (B, 3, H, W)
+    def forward(self, x): # (B, 3, R, R)
         x = self.dropout(self.patch_embedding(x))            # (B, P, C), or (B, 1+P, C) with CLS
         for block in self.blocks: x = block(x)
         if self.cls_flag: return self.layer_norm(x[:, 0])    # (B, C): the CLS token's output
@@ -249,24 +249,35 @@ def convert_siglip(vision:dict, # SigLIP vision-tower tensors, keys relative to 
     sd['patch_embedding.position_embedding'] = sd['patch_embedding.position_embedding'][None]  # (1, P, C)
     return sd
 
+# %% ../nbs/02_vision_transformer.ipynb #7697a06d
+def to_siglip(model:ViT) -> dict:
+    "The inverse of `convert_siglip`: `model`'s weights under SigLIP's vision-tower names."
+    if model.cls_flag:
+        raise ValueError("SigLIP has no CLS token: a ViT with vit_cls_flag=True has no SigLIP form")
+    sd, out = model.state_dict(), {}
+    for name, srcs in siglip_key_map(len(model.blocks)).items():
+        t = sd[name][0] if name == 'patch_embedding.position_embedding' else sd[name]  # (P, C): no batch axis
+        out.update({k: part.clone() for k, part in zip(srcs, t.chunk(len(srcs)))})   # qkv_proj: q, k, v
+    return out
+
 # %% ../nbs/02_vision_transformer.ipynb #d329b008
 def _attention_math(q, # (B, H, T, D) queries
-                    k, v, # (B, KV, S, D) keys and values; KV divides H
-                    attn_mask=None, # boolean, broadcastable to (B, H, T, S); True = may attend
+                    k, v, # (B, H_kv, L, D) keys and values; H_kv divides H
+                    attn_mask=None, # boolean, broadcastable to (B, H, T, L); True = may attend
                     is_causal:bool=False, # query t sees keys 0..t (top-left aligned, as SDPA)
                     dropout_p:float=0.0, # dropout on the attention weights
                    ):
     "softmax(q k^T / sqrt(D)) v written out: matmuls in the inputs' dtype, the softmax in fp32."
     B, H, T, D = q.shape
-    KV, S = k.shape[1], k.shape[2]
-    G = H // KV                                                  # query heads per key/value head
-    s = q.reshape(B, KV, G * T, D) @ k.transpose(-1, -2)         # (B, KV, G*T, S): head h = kv*G + g
-    s = s.view(B, KV, G, T, S).float() * D ** -0.5               # (B, KV, G, T, S), fp32 scores
-    if is_causal: attn_mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
+    Hkv, L = k.shape[1], k.shape[2]
+    G = H // Hkv                                                  # query heads per key/value head
+    sc = q.reshape(B, Hkv, G * T, D) @ k.transpose(-1, -2)        # (B, H_kv, G*T, L): head h = kv*G + g
+    sc = sc.view(B, Hkv, G, T, L).float() * D ** -0.5             # (B, H_kv, G, T, L), fp32 scores
+    if is_causal: attn_mask = torch.ones(T, L, dtype=torch.bool, device=q.device).tril()
     if attn_mask is not None:
-        s = s.masked_fill(~attn_mask.expand(B, H, T, S).reshape(B, KV, G, T, S), float('-inf'))
-    w = F.dropout(s.softmax(-1), p=dropout_p) if dropout_p > 0 else s.softmax(-1)
-    y = w.to(v.dtype).view(B, KV, G * T, S) @ v                  # (B, KV, G*T, D)
+        sc = sc.masked_fill(~attn_mask.expand(B, H, T, L).reshape(B, Hkv, G, T, L), float('-inf'))
+    w = F.dropout(sc.softmax(-1), p=dropout_p) if dropout_p > 0 else sc.softmax(-1)
+    y = w.to(v.dtype).view(B, Hkv, G * T, L) @ v                  # (B, H_kv, G*T, D)
     return y.view(B, H, T, D)
 
 def _attention_cpu_low_precision(q, k, v, attn_mask, is_causal:bool, dropout_p:float):

@@ -2,6 +2,7 @@
 `nanovlm-train` and SIGKILLs it (no cleanup, no `finally`) once step N has finished, its checkpoint included."""
 import os, signal, sys
 import nanovlm.training as T
+from nanovlm.train_cli import train_cli
 
 _real_step_batches = T.step_batches
 
@@ -16,4 +17,4 @@ def _step_batches_then_die(n):
 
 if __name__ == '__main__':
     T.step_batches = _step_batches_then_die(int(sys.argv[1]))
-    sys.exit(T.train_cli(sys.argv[2:]))
+    sys.exit(train_cli(sys.argv[2:]))

@@ -1,25 +1,33 @@
 """Checks a built course site the way a reader meets it: served over HTTP and opened in headless Chromium.
 
-`python tests/site_check.py [_docs] [--artifacts _artifacts/site]` checks the site `nbdev_docs` built against
-the chapter notebooks, prints one line per problem and exits 1 if there is any. It reports internal links
-that lead nowhere (a missing file, or an `#anchor` its target lacks: every HTML file is scanned), and, on the
-landing page and every chapter page: console errors, pictures that did not load, requests to other hosts (a
-reader behind a firewall cannot make them) and a sidebar that does not list the chapters in reading order.
-Screenshots of the landing page and the first chapter go to the artifacts folder.
+`python tests/site_check.py [_docs] [--artifacts _artifacts/site]` checks the site that
+`python tests/docsite.py build` wrote, prints one line per problem and exits 1 if there is any. Every HTML file is
+scanned for internal links that lead nowhere (a missing file, or an `#anchor` its target lacks). Every page is
+opened in Chromium and reports console errors and uncaught exceptions, HTTP errors, pictures that did not load
+(natural width 0), formulas not drawn, requests to other hosts (blocked: a reader behind a firewall cannot
+make them), a sidebar that does not list the pages in reading order, and folded solutions that are missing,
+shown before a click, or that do not show their code when clicked. The site's search must find a term in the
+chapter that teaches it. Screenshots of the landing page, a chapter and an opened solution go to the artifacts
+folder.
 """
-import functools, os, re, shutil, sys, threading
+import functools, os, shutil, sys, threading
 from html.parser import HTMLParser
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
-# What Quarto's sidebar.ejs renders for a page entry; section headers without a page are <button>s.
-SIDEBAR_LINKS = '#quarto-sidebar a.sidebar-link'
+# The sidebar's page links (pydata-sphinx-theme's markup, which sphinx-book-theme uses); captions are <p>s.
+SIDEBAR_LINKS = 'nav.bd-docs-nav li.toctree-l1 > a'
+# A cell MyST-NB shows folded (the `hide-input` tag that `#| code-fold: true` becomes), its toggle, its code.
+FOLDED, TOGGLE, CODE = 'div.cell.tag_hide-input', 'details > summary', '.cell_input'
+SEARCH = ('RoPE', '4')  # a term, and the number of the chapter that teaches it: the search must find it there
 _LAUNCH_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
                 '--disable-component-update', '--disable-sync', '--no-first-run']
 # Attributes that make the browser fetch or navigate to another file of the site.
 _REF_ATTRS = {'a': 'href', 'area': 'href', 'link': 'href', 'img': 'src', 'script': 'src', 'iframe': 'src',
               'source': 'src', 'video': 'src', 'audio': 'src', 'embed': 'src', 'track': 'src'}
+# Jinja templates the theme copies into _static as they are: not pages.
+_NOT_PAGES = ('_static/',)
 
 
 def find_chromium() -> str | None:
@@ -49,13 +57,20 @@ def _parse(path: Path) -> _Refs:
     return p
 
 
+def html_pages(site: Path) -> list:
+    "Every page of the site (its HTML files, less the theme's templates), as paths relative to `site`."
+    site = Path(site).resolve()
+    rels = (p.relative_to(site).as_posix() for p in sorted(site.rglob('*.html')))
+    return [r for r in rels if not r.startswith(_NOT_PAGES)]
+
+
 def link_problems(site: Path) -> list:
-    "Every reference from an HTML file of `site` to a missing file, or to an `#anchor` its target lacks."
+    "Every reference from a page of `site` to a missing file, or to an `#anchor` its target lacks."
     site = Path(site).resolve()
     _parse.cache_clear()
     problems = []
-    for page in sorted(site.rglob('*.html')):
-        rel = page.relative_to(site).as_posix()
+    for rel in html_pages(site):
+        page = site / rel
         for kind, ref in _parse(page).refs:
             u = urlsplit(ref)
             if u.scheme or u.netloc or ref in ('', '#'): continue  # another site, data:, javascript:, mailto:
@@ -82,7 +97,8 @@ def _serve(site: Path):
     return server
 
 
-_norm = lambda s: ' '.join(s.replace('`', '').split())
+_SMART = str.maketrans({'\u2019': "'", '\u2018': "'", '\u201c': '"', '\u201d': '"'})  # Sphinx's smart quotes
+_norm = lambda s: ' '.join(s.replace('`', '').translate(_SMART).split())
 
 # Loads lazy pictures too and waits (10 s at most) until each has loaded or failed; returns the failed ones.
 _IMAGES_JS = """async () => {
@@ -94,6 +110,9 @@ _IMAGES_JS = """async () => {
 }"""
 _SIDEBAR_JS = f"""() => Array.from(document.querySelectorAll({SIDEBAR_LINKS!r}))
   .map(a => [a.textContent, a.getAttribute('href') || ''])"""
+# Formulas the browser did not lay out (MathML it cannot draw has no width).
+_MATH_JS = """() => Array.from(document.querySelectorAll('math'))
+  .filter(m => m.getBoundingClientRect().width === 0).map(m => m.textContent.slice(0, 40))"""
 
 
 def _sidebar_problems(rel: str, found: list, pages: list, page_url: str, base: str) -> list:
@@ -110,7 +129,38 @@ def _sidebar_problems(rel: str, found: list, pages: list, page_url: str, base: s
     return [f'{rel}: the sidebar lists {len(got)} pages, expected {len(want)}: {diff}']
 
 
-def _check_page(page, rel: str, base: str, pages: list, shot: Path | None) -> list:
+def _folded_problems(page, rel: str, expected: int, shot: Path | None) -> list:
+    "Each folded solution must hide its code until its toggle is clicked, then show it."
+    cells = page.locator(FOLDED)
+    n = cells.count()
+    if n != expected: return [f'{rel}: {n} folded solutions, expected {expected}']
+    problems = []
+    for i in range(n):
+        cell, name = cells.nth(i), f'{rel}: folded solution {i + 1}'
+        code, toggle = cell.locator(CODE), cell.locator(TOGGLE)
+        if code.count() == 0:
+            problems.append(f'{name} has no code')
+            continue
+        if code.first.is_visible():
+            problems.append(f'{name} shows its code before it is clicked')
+            continue
+        if toggle.count() == 0 or not toggle.first.is_visible():
+            problems.append(f'{name} has no toggle to click')
+            continue
+        label = _norm(toggle.first.inner_text())
+        try: toggle.first.click(timeout=10_000)
+        except Exception as e:  # covered by another element, detached, ...: Playwright's message says which
+            problems.append(f'{name} ({label!r}) cannot be clicked: {str(e).splitlines()[0]}')
+            continue
+        if not code.first.is_visible() or not code.first.inner_text().strip():
+            problems.append(f'{name} ({label!r}) does not show its code when clicked')
+        elif shot and not shot.exists():
+            cell.scroll_into_view_if_needed()
+            page.screenshot(path=str(shot))
+    return problems
+
+
+def _check_page(page, rel: str, base: str, pages: list, folded: int, shots: dict) -> list:
     "Open one page and report what went wrong on it."
     problems = []
 
@@ -122,27 +172,49 @@ def _check_page(page, rel: str, base: str, pages: list, shot: Path | None) -> li
     page.on('console', _console)
     page.on('response', _response)
     page.on('pageerror', lambda e: problems.append(f'{rel}: uncaught exception: {e}'))
-    url = base + rel
-    resp = page.goto(url, wait_until='load', timeout=60_000)
+    resp = page.goto(base + rel, wait_until='load', timeout=60_000)
     if resp is None or not resp.ok: return problems  # the HTTP error is already reported
     problems += [f'{rel}: image not loaded: {src}' for src in page.evaluate(_IMAGES_JS)]
-    problems += _sidebar_problems(rel, page.evaluate(_SIDEBAR_JS), pages, page.url, base)
+    problems += [f'{rel}: formula not drawn: {m!r}' for m in page.evaluate(_MATH_JS)]
+    problems += _sidebar_problems(rel, page.evaluate(_SIDEBAR_JS), pages[1:], page.url, base)
     page.wait_for_load_state('networkidle', timeout=30_000)  # late requests and console errors
-    if shot:
-        shot.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(shot), full_page=True)
+    if shots.get(rel):
+        shots[rel].parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots[rel]))
+    problems += _folded_problems(page, rel, folded, shots.get('solution'))
     return problems
 
 
-def check_site(site: Path, pages: list, artifacts: Path | None = None, chromium: str | None = None) -> list:
-    """Every problem found in the site at `site`; `pages` is (title, page path) of the landing page, then of
-    every chapter in reading order. Screenshots of the landing page and the first chapter go to `artifacts`.
-    """
+def _search_problems(page, base: str, term: str, want: str) -> list:
+    "Sphinx's search page, asked for `term`, must list page `want` among its results."
+    page.goto(f'{base}search.html?q={quote(term)}', wait_until='load', timeout=60_000)
+    try: page.wait_for_selector('#search-results .search-summary', timeout=30_000)
+    except Exception: return [f'search for {term!r}: no results page (the search did not finish)']
+    hits = page.evaluate("""() => Array.from(document.querySelectorAll('#search-results ul.search li a'))
+      .map(a => a.getAttribute('href'))""")
+    found = [urlsplit(h).path.split('/')[-1] for h in hits]
+    if want not in found: return [f'search for {term!r} does not find {want} (it finds {found[:8]})']
+    return []
+
+
+def check_site(site: Path, pages: list, folded: dict | None = None, search: tuple | None = None,
+               artifacts: Path | None = None, chromium: str | None = None, visit: list | None = None) -> list:
+    """Every problem found in the site at `site`. `pages`: (title, page) of the landing page, then of every
+    page the sidebar lists, in order. `folded`: {page: how many folded solutions it holds} (others hold none).
+    `search`: (term, page) that the search must find. Screenshots (landing, first page with a folded solution,
+    an opened solution) go to `artifacts`. `visit`: the pages to open (default: all); links are checked on
+    all."""
     from playwright.sync_api import sync_playwright
-    site = Path(site).resolve()
+    site, folded = Path(site).resolve(), folded or {}
     problems = link_problems(site)
     server = _serve(site)
     base = f'http://127.0.0.1:{server.server_port}/'
+    shots = {}
+    if artifacts:
+        shutil.rmtree(artifacts, ignore_errors=True)
+        chapter = next((p for _, p in pages if folded.get(p)), None)
+        shots = {pages[0][1]: artifacts / 'landing.png', chapter: artifacts / 'chapter.png',
+                 'solution': artifacts / 'solution.png'}
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium or find_chromium(), args=_LAUNCH_ARGS)
@@ -154,11 +226,14 @@ def check_site(site: Path, pages: list, artifacts: Path | None = None, chromium:
                 external.append(route.request.url)
                 route.abort()
             ctx.route('**/*', _route)
-            for i, (_, rel) in enumerate(pages):
-                shot = artifacts / f'{i:02d}-{Path(rel).stem}.png' if artifacts and i < 2 else None
+            if visit is None:
+                listed = [p for _, p in pages]
+                visit = listed + [r for r in html_pages(site) if r not in listed]
+            for rel in visit + (['search'] if search else []):
                 page = ctx.new_page()
                 n = len(external)
-                problems += _check_page(page, rel, base, pages, shot)
+                if rel == 'search': problems += _search_problems(page, base, *search)
+                else: problems += _check_page(page, rel, base, pages, folded.get(rel, 0), shots)
                 problems += [f'{rel}: requested {u} from another host (blocked: a reader behind a firewall '
                              'cannot)' for u in external[n:]]
                 page.close()
@@ -171,12 +246,13 @@ def check_site(site: Path, pages: list, artifacts: Path | None = None, chromium:
 
 if __name__ == '__main__':
     import argparse
-    from docsite import site_pages
+    from docsite import site_pages, folded_solutions, chapter_page
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('site', nargs='?', default='_docs', help='the built site (default: _docs)')
     ap.add_argument('--artifacts', default='_artifacts/site', help='where the screenshots go')
     args = ap.parse_args()
     if not find_chromium(): sys.exit('site_check: no Chromium: install chromium, or set NANOVLM_CHROMIUM')
-    found = check_site(Path(args.site), site_pages(), Path(args.artifacts))
+    search = (SEARCH[0], chapter_page(SEARCH[1]))
+    found = check_site(Path(args.site), site_pages(), folded_solutions(), search, Path(args.artifacts))
     print('\n'.join(found) or f'{args.site}: no problems; screenshots in {args.artifacts}')
     sys.exit(1 if found else 0)

@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 from nanovlm.config import get_preset
 from nanovlm.data import (DESCRIBE_QUESTION, DESCRIBE_QUESTIONS, SHAPE_COLORS, SHAPE_KINDS, EOS_TOKEN, QTYPES, ImageProcessor, ShapesVQA, Tokenizer, VQACollator, VQADataset,
                           exact_match, format_answer, format_prompt, get_image_processor, get_tokenizer,
-                          describe_scene, multiple_choice_match, shapes_tokenizer, to_rgb, train_tokenizer)
+                          describe_scene, shapes_tokenizer, to_rgb, train_tokenizer)
+from nanovlm.data_details import multiple_choice_match
 
 
 @pytest.fixture(scope='module')

@@ -13,6 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from nanovlm.config import VLMConfig, get_preset
 from nanovlm.language_model import LanguageModel, hf_key_map
+from nanovlm.llama_checkpoints import save_llama_checkpoint
 
 CASES = {  # name: (LlamaConfig kwargs)
     'mha-tied': dict(vocab_size=120, hidden_size=32, num_attention_heads=4, num_key_value_heads=4,
@@ -328,3 +329,17 @@ def test_no_nan_with_left_padding(dtype):
         h = LanguageModel(get_preset('tiny')).to(dtype).eval()(torch.randn(3, 6, 128, dtype=dtype), am)
     assert torch.isfinite(h).all()
     assert lm.rotary_embd.inv_freq.dtype == torch.float32
+
+
+@pytest.mark.parametrize('tie', [True, False])
+@torch.no_grad()
+def test_written_checkpoint_loads_in_transformers(tmp_path, tie):
+    "Appendix 4a's `save_llama_checkpoint` writes what transformers reads, and our loader reads it back."
+    lm = LanguageModel(get_preset('tiny', lm_use_tokens=True, lm_tie_weights=tie, lm_re_base=5000)).eval()
+    d = save_llama_checkpoint(lm, tmp_path / 'ckpt')
+    hf = LlamaForCausalLM.from_pretrained(d).eval()
+    ids, _ = left_padded(256, [6, 3])
+    torch.testing.assert_close(hf(ids).logits, lm(ids))
+    back, cfg = load(d)
+    assert cfg.lm_re_base == 5000 and cfg.lm_tie_weights == tie
+    assert torch.equal(back(ids), lm(ids))

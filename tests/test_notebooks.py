@@ -8,7 +8,7 @@ NOTEBOOKS = chapter_notebooks()
 
 
 def test_every_chapter_is_found():
-    assert [p.name for p in NOTEBOOKS][:2] == ['00_shapes.ipynb', '01_config.ipynb']
+    assert [p.name for p in NOTEBOOKS][:2] == ['00a_shape_diagrams.ipynb', '01_config.ipynb']
 
 
 @pytest.mark.parametrize('nb', NOTEBOOKS, ids=lambda p: p.stem)

@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 from safetensors.torch import save_file, load_file
 
 import nanovlm.training as T
+import nanovlm.train_cli as CLI
 import nanovlm.vision_language_model as V
 from nanovlm.config import VLMConfig, TrainConfig, get_preset
 from nanovlm.data import (EOS_TOKEN, VQADataset, VQACollator, ShapesVQA, get_image_processor, get_tokenizer, read_jsonl,
@@ -33,13 +34,24 @@ def exe(name: str, module: str) -> list:
     return [found] if found else [sys.executable, '-m', module]
 
 
-TRAIN, GENERATE = exe('nanovlm-train', 'nanovlm.training'), exe('nanovlm-generate', 'nanovlm.generate')
+TRAIN, GENERATE = exe('nanovlm-train', 'nanovlm.train_cli'), exe('nanovlm-generate', 'nanovlm.generate')
 
 
 def run(cmd, env=None, timeout=300):
     env = {**{k: v for k, v in os.environ.items() if k != 'NANOVLM_DEBUG'}, 'PYTHONPATH': str(ROOT),
            'OMP_NUM_THREADS': '1', **(env or {})}
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, cwd=os.getcwd(), timeout=timeout)
+
+
+@pytest.fixture(autouse=True)
+def users_tree(tmp_path_factory, monkeypatch):
+    """Every test runs in a directory of its own that holds a user's finished run in runs/tiny (what the README's first command
+    leaves): no test may depend on it, or on what is in the repository's working tree."""
+    d = tmp_path_factory.mktemp('cwd')
+    (d / 'runs' / 'tiny').mkdir(parents=True)
+    (d / 'runs' / 'tiny' / 'model.safetensors').write_text("the user's own run")
+    monkeypatch.chdir(d)
+    return d
 
 
 def one_line_error(r, code=1) -> str:
@@ -111,7 +123,7 @@ def test_train_config_rejects_non_finite(field, value):
                                            ('--weight-decay', 'weight_decay')])
 @pytest.mark.parametrize('value', ['nan', 'inf'])
 def test_non_finite_options_exit_2_before_any_work(tmp_path, capsys, option, field, value):
-    with pytest.raises(SystemExit) as e: T.train_cli([*FAST, option, value, '--output-dir', str(tmp_path / 'x')])
+    with pytest.raises(SystemExit) as e: CLI.train_cli([*FAST, option, value, '--output-dir', str(tmp_path / 'x')])
     err = capsys.readouterr().err
     assert e.value.code == 2 and f'TrainConfig.{field} must be a finite number, got {value}' in err, err
     assert not (tmp_path / 'x').exists()
@@ -234,7 +246,7 @@ def test_killed_overwrite_keeps_the_old_run(old):
     r = run([sys.executable, ROOT / 'tests' / 'kill_after.py', '2', *FAST, '--overwrite', '--output-dir', d])
     assert r.returncode == -signal.SIGKILL, (r.returncode, r.stderr[-2000:])
     after = tree(d)
-    assert {k: v for k, v in after.items() if not k.startswith('.pending')} == before   # only the new run's scratch log
+    assert {k: v for k, v in after.items() if not k.startswith('.pending') and k != '.lock'} == before  # the new run's scratch
     r = run([*TRAIN, '--resume', '--output-dir', d, '--threads', '1', '--quiet'])
     assert r.returncode == 0 and 'held-out accuracy' in r.stdout, r.stderr[-2000:]
     assert json.loads((d / 'trainer_state.json').read_text())['step'] == 4
@@ -248,7 +260,7 @@ def test_output_dir_that_is_a_file(tmp_path):
 
 
 def test_resume_and_overwrite_together(tmp_path, capsys):
-    with pytest.raises(SystemExit) as e: T.train_cli([*FAST, '--resume', '--overwrite', '--output-dir', str(tmp_path)])
+    with pytest.raises(SystemExit) as e: CLI.train_cli([*FAST, '--resume', '--overwrite', '--output-dir', str(tmp_path)])
     assert e.value.code == 2 and '--resume continues the run' in capsys.readouterr().err
 
 
@@ -344,7 +356,7 @@ def test_train_on_a_bad_jsonl_line_is_one_line(tmp_path, capsys, case):
     line, says = BAD_LINES[case]
     rows = _rows_file(tmp_path, line)
     out = tmp_path / 'run'
-    assert T.train_cli([*FAST, '--data', str(rows), '--output-dir', str(out)]) == 1
+    assert CLI.train_cli([*FAST, '--data', str(rows), '--output-dir', str(out)]) == 1
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and 'Traceback' not in err, err
     assert err.startswith(f'nanovlm-train: error: {rows} line 4{says}'), err
@@ -354,7 +366,7 @@ def test_train_on_a_bad_jsonl_line_is_one_line(tmp_path, capsys, case):
 @pytest.mark.parametrize('body', ['', '\n\n  \n'])
 def test_train_on_an_empty_jsonl_is_one_line(tmp_path, capsys, body):
     (tmp_path / 'rows.jsonl').write_text(body)
-    assert T.train_cli([*FAST, '--data', str(tmp_path / 'rows.jsonl'), '--output-dir', str(tmp_path / 'run')]) == 1
+    assert CLI.train_cli([*FAST, '--data', str(tmp_path / 'rows.jsonl'), '--output-dir', str(tmp_path / 'run')]) == 1
     err = capsys.readouterr().err
     assert err == f'nanovlm-train: error: {tmp_path / "rows.jsonl"}: no usable rows (the file is empty)\n'
 
@@ -469,7 +481,7 @@ def test_max_new_tokens_beyond_the_positions(old, capsys, monkeypatch):
     d, _ = old
     cfg = VLMConfig.from_json(d / 'config.json')
     allocated = []
-    monkeypatch.setattr(T.VisionLanguageModel, 'embed', lambda *a, **k: allocated.append(1))
+    monkeypatch.setattr(V.VisionLanguageModel, 'embed', lambda *a, **k: allocated.append(1))
     args = ['--checkpoint', str(d), '--image', str(d / 'examples' / '0.png'), '--prompt', 'Is there a circle?', '--greedy']
     assert generate_cli([*args, '--max-new-tokens', '100000']) == 1
     err = capsys.readouterr().err
@@ -535,7 +547,7 @@ def test_no_test_hooks_in_the_library():
     src = '\n'.join(p.read_text() for p in (ROOT / 'nanovlm').glob('*.py'))
     assert 'KILL' not in src and 'os.kill' not in src
     code = ("import torch; before = {m: torch.Tensor.__dict__.get(m) for m in dir(torch.Tensor)}\n"
-            "import nanovlm.config, nanovlm.data, nanovlm.training, nanovlm.generate, nanovlm.benchmarks\n"
+            "import nanovlm.config, nanovlm.data, nanovlm.training, nanovlm.train_cli, nanovlm.generate, nanovlm.benchmarks\n"
             "after = {m: torch.Tensor.__dict__.get(m) for m in dir(torch.Tensor)}\n"
             "assert before == after, sorted(m for m in before if before[m] is not after.get(m))")
     r = run([sys.executable, '-c', code])

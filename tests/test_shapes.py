@@ -37,6 +37,25 @@ def test_vit_blocks_keep_their_dash():
                for t in drawn_text(plt.gcf()))
 
 
+def test_a_stage_inside_a_stage_counts_each_parameter_once():
+    "The ViT's conv, then the rest of its patch embedding: the grid on the arrow between, the conv counted once."
+    from nanovlm.vision_transformer import ViT
+    from nanovlm.shapes import n_params
+    cfg = get_preset('tiny')
+    vit, S = ViT(cfg).eval(), cfg.vit_img_size
+    blocks = [f'blocks.{i}' for i in range(cfg.vit_n_blocks)]
+    names = ['patch_embedding.conv', 'patch_embedding', *blocks, 'layer_norm']
+    rec = shape_diagram(vit, torch.rand(2, 3, S, S), names=names)
+    conv, rest = rec[1], rec[2]
+    assert conv.n_params == n_params(vit.patch_embedding.conv)
+    assert rest.n_params == vit.patch_embedding.position_embedding.numel()  # not the conv's weights again
+    assert sum(s.n_params for s in rec) == n_params(vit)
+    g = S // cfg.vit_patch_size
+    arrows = [t for t in drawn_text(plt.gcf()) if t.startswith('(')]
+    C = cfg.vit_hidden_dim
+    assert arrows[:3] == [f'(2, 3, {S}, {S})', f'(2, {C}, {g}, {g})', f'(2, {g * g}, {C})']
+
+
 def test_the_vlm_is_drawn_as_two_branches_that_meet():
     from nanovlm.vision_language_model import VisionLanguageModel
     cfg = get_preset('tiny')

