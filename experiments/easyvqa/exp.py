@@ -23,7 +23,8 @@ from nanovlm.config import get_preset
 from nanovlm.data import (VQADataset, VQACollator, train_tokenizer, format_prompt, format_answer,
                           image_processor_for, get_tokenizer)
 import nanovlm.training as nt
-from nanovlm.training import train_config_for, train, Evaluator, seed_everything, param_groups
+from nanovlm.training import train, Evaluator, seed_everything, param_groups
+from nanovlm.train_cli import train_config_for
 from nanovlm.vision_language_model import VisionLanguageModel
 
 HERE = Path(__file__).parent
@@ -131,6 +132,17 @@ def vit_warmup(steps:int):
         return max(g['lr'] for g in opt.param_groups)
     return set_lr
 
+def qk_norm():
+    """The ViT's attention with each head's queries and keys layer-normalised (no parameters) before the dot
+    product: the logits stay bounded, the known guard against attention-entropy collapse."""
+    import torch.nn.functional as F
+    from nanovlm.vision_transformer import ViTMultiHeadAttention
+    plain = ViTMultiHeadAttention._qkv
+    def _qkv(self, x):
+        q, k, v = plain(self, x)
+        return F.layer_norm(q, q.shape[-1:]), F.layer_norm(k, k.shape[-1:]), v
+    ViTMultiHeadAttention._qkv = _qkv
+
 def data(a, cfg, tok=None):
     cache = {}
     train_rows, train_types = load_rows(a.data_dir / a.train, cache)
@@ -191,6 +203,8 @@ def main(argv=None):
     ap.add_argument('--balance-seed', type=int, default=0)
     ap.add_argument('--lr-vit', type=float, help="the ViT's own learning rate (default: lr_backbones)")
     ap.add_argument('--vit-warmup', type=int, help="ramp the ViT's rate from 0 over this many steps (needs --lr-vit)")
+    ap.add_argument('--init-vit', type=Path, help="start the ViT (only) from the model of this run directory")
+    ap.add_argument('--qk-norm', action='store_true', help="layer-normalise the ViT's queries and keys")
     ap.add_argument('--init', type=Path, help='start from the model and tokenizer of this run directory')
     ap.add_argument('--stop-after', type=int, help='end after this step (the schedule stays that of max_steps)')
     ap.add_argument('--threads', type=int, default=1)
@@ -209,6 +223,9 @@ def main(argv=None):
     cfg = replace(cfg, lm_eos_token_id=tok.eos_token_id)
     seed_everything(tc.seed)
     model = init if init is not None else VisionLanguageModel(cfg)
+    if a.init_vit:
+        model.vision_encoder.load_state_dict(VisionLanguageModel.from_pretrained(str(a.init_vit)).vision_encoder.state_dict())
+    if a.qk_norm: qk_norm()
     collate = VQACollator(tok, cfg.lm_max_length)
     ev = Evaluator(eval_ds, collate, tok, eval_types, precision=tc.precision)
     ev_train = Evaluator(tr_ds, collate, tok, tr_types, precision=tc.precision) if len(tr_ds) else None

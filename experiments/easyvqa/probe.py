@@ -4,6 +4,7 @@
                                                                                  # trained on the shape label alone
     python experiments/easyvqa/probe.py --name frozen_base --frozen runs/easyvqa/base   # a trained VLM's image
                                                                                  # tokens, frozen, + a probe head
+    python experiments/easyvqa/probe.py --name frozen_random --frozen-random     # a fresh ViT's output, frozen
 
 Images: the 3,600 tuning-training images of `convert.py` (those whose shape its labeller could read) to train,
 the 400 held-out tuning images to test. `--frozen RUN` reads the image tokens the LM sees (after the projector)
@@ -99,6 +100,8 @@ def main(argv=None):
     ap.add_argument('--name', required=True)
     ap.add_argument('--data-dir', type=Path, default=Path('runs/easyvqa/data'))
     ap.add_argument('--frozen', type=Path, help='a run directory: probe its image tokens, frozen')
+    ap.add_argument('--frozen-random', action='store_true',
+                    help="probe the ViT's output (before the projector) of a fresh, seeded tiny model, frozen")
     ap.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE')
     ap.add_argument('--steps', type=int, default=600)
     ap.add_argument('--lr', type=float, default=6e-4)
@@ -109,12 +112,14 @@ def main(argv=None):
     t0 = time.time()
     res = {'name': a.name, 'args': {k: str(v) for k, v in vars(a).items()}, 'date': time.strftime('%Y-%m-%d %H:%M'),
            'loadavg_start': os.getloadavg()}
-    if a.frozen:
-        vlm = VisionLanguageModel.from_pretrained(str(a.frozen)).eval()
+    if a.frozen or a.frozen_random:
+        vlm = (VisionLanguageModel(get_preset('tiny')) if a.frozen_random
+               else VisionLanguageModel.from_pretrained(str(a.frozen))).eval()
         cfg = vlm.cfg
         d = load(a.data_dir, image_processor_for(cfg))
+        tokens = vlm.vision_encoder if a.frozen_random else lambda x: vlm.MP(vlm.vision_encoder(x))
         with torch.no_grad():
-            feats = {k: torch.cat([vlm.MP(vlm.vision_encoder(v[0][i:i + 256])) for i in range(0, len(v[0]), 256)])
+            feats = {k: torch.cat([tokens(v[0][i:i + 256]) for i in range(0, len(v[0]), 256)])
                      for k, v in d.items()}
         dim = feats['train'][0].numel()
         for hidden in (0, 256):
