@@ -112,12 +112,14 @@ class Balanced(torch.utils.data.Dataset):
     def __len__(self): return len(self.idx)
     def __getitem__(self, i): return self.ds[self.idx[i]]
 
-def vit_lr_optimizer(lr_vit:float):
-    "`make_optimizer` with the ViT in its own group at `lr_vit` (the library has one rate for both backbones)."
+def vit_lr_optimizer(lr_vit:float|None, betas=(0.9, 0.999)):
+    """`make_optimizer` with the ViT in its own group at `lr_vit` (the library has one rate for both backbones;
+    None: that rate) and AdamW's `betas` (the library's: PyTorch's default, 0.9 and 0.999)."""
     def make(model, tc):
-        lrs = {'MP.': ('MP', tc.lr_mp), 'vision_encoder.': ('vit', lr_vit), '': ('backbones', tc.lr_backbones)}
+        lrs = {'MP.': ('MP', tc.lr_mp), 'vision_encoder.': ('vit', tc.lr_backbones if lr_vit is None else lr_vit),
+               '': ('backbones', tc.lr_backbones)}
         return torch.optim.AdamW(param_groups(model, lrs, tc.weight_decay), weight_decay=tc.weight_decay,
-                                 fused=True)
+                                 betas=betas, fused=True)
     return make
 
 def vit_warmup(steps:int):
@@ -203,6 +205,7 @@ def main(argv=None):
     ap.add_argument('--balance-seed', type=int, default=0)
     ap.add_argument('--lr-vit', type=float, help="the ViT's own learning rate (default: lr_backbones)")
     ap.add_argument('--vit-warmup', type=int, help="ramp the ViT's rate from 0 over this many steps (needs --lr-vit)")
+    ap.add_argument('--betas', help="AdamW's betas, e.g. 0.9,0.95 (default PyTorch's 0.9,0.999)")
     ap.add_argument('--init-vit', type=Path, help="start the ViT (only) from the model of this run directory")
     ap.add_argument('--qk-norm', action='store_true', help="layer-normalise the ViT's queries and keys")
     ap.add_argument('--init', type=Path, help='start from the model and tokenizer of this run directory')
@@ -215,7 +218,8 @@ def main(argv=None):
     t_start, load0 = time.time(), os.getloadavg()
     cfg = get_preset(a.preset, **kv(a.set))
     tc = train_config_for(a.preset, output_dir=str(a.out / a.name), **kv(a.tc))
-    if a.lr_vit is not None: nt.make_optimizer = vit_lr_optimizer(a.lr_vit)  # `train` looks it up at run time
+    if a.lr_vit is not None or a.betas:  # `train` looks `make_optimizer` up at run time
+        nt.make_optimizer = vit_lr_optimizer(a.lr_vit, tuple(map(float, a.betas.split(','))) if a.betas else (0.9, 0.999))
     if a.vit_warmup: nt.set_lr = vit_warmup(a.vit_warmup)
     init = VisionLanguageModel.from_pretrained(str(a.init)) if a.init else None
     if init is not None: cfg = init.cfg
