@@ -6,8 +6,8 @@ from nbsync import ROOT, chapter_notebooks
 COURSE = ['00a_shape_diagrams', '01_config', '01a_checkpoints', '01b_gguf', '02_vision_transformer', '02a_siglip',
           '03_modality_projector', '04_language_model', '04a_language_model_details', '05_vision_language_model',
           '05a_vision_language_model_details', '06_data', '06a_data_details', '06b_runs', '07_training',
-          '07a_train_cli', '08_end_to_end', '08a_generate', '09_benchmarks', '10_seeing_more', '10a_seeing_more_cli',
-          '11_pretrained_decoder']
+          '07a_train_cli', '08_end_to_end', '08a_generate', '08b_your_own_data', '09_benchmarks', '10_seeing_more',
+          '10a_seeing_more_cli', '11_pretrained_decoder']
 
 
 def _code_cells(nb: Path) -> list[str]:
