@@ -78,14 +78,7 @@ def hashes(d, names=CHECKPOINT) -> dict:
     return {n: hashlib.sha256((Path(d) / n).read_bytes()).hexdigest() for n in names if (Path(d) / n).is_file()}
 
 
-@pytest.fixture(autouse=True)
-def users_tree(tmp_path_factory, monkeypatch):
-    "Every test runs in a directory of its own holding a user's run in runs/tiny (the README's first command leaves one)."
-    d = tmp_path_factory.mktemp('cwd')
-    (d / 'runs' / 'tiny').mkdir(parents=True)
-    (d / 'runs' / 'tiny' / 'model.safetensors').write_text("the user's own run")
-    monkeypatch.chdir(d)
-    return d
+pytestmark = pytest.mark.usefixtures('users_tree')  # every test in a directory of its own (conftest.py)
 
 
 # ================================================================ the command line

@@ -29,15 +29,7 @@ def run(cmd, env=None, timeout=300):
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=os.getcwd(), timeout=timeout)
 
 
-@pytest.fixture(autouse=True)
-def users_tree(tmp_path_factory, monkeypatch):
-    """Every test runs in a directory of its own that holds a user's finished run in runs/tiny (what the README's first command
-    leaves): no test may depend on it, or on what is in the repository's working tree."""
-    d = tmp_path_factory.mktemp('cwd')
-    (d / 'runs' / 'tiny').mkdir(parents=True)
-    (d / 'runs' / 'tiny' / 'model.safetensors').write_text("the user's own run")
-    monkeypatch.chdir(d)
-    return d
+pytestmark = pytest.mark.usefixtures('users_tree')  # every test in a directory of its own (conftest.py)
 
 
 def ok(r):
