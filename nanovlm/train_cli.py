@@ -178,7 +178,7 @@ def _rows_data(source:str, eval_source:str, eval_samples:int, on_error:str, tok_
     else:
         k = min(eval_samples, n // 10) if n >= 10 else 0     # the last tenth is held out
         n_train, held_view = n - k, list(islice(view, n - k, n))
-    tok = tok_for(lambda: _texts_of(view))
+    tok = tok_for(lambda: _texts_of(islice(view, n_train)))  # training rows only
     ds = VQADataset(rows, tok, proc, on_error=on_error)
     if eval_source: train_ds, ev = ds, VQADataset(held, tok, proc, on_error=on_error)
     else: train_ds, ev = Subset(ds, range(n_train)), Subset(ds, range(n_train, n))

@@ -186,6 +186,16 @@ def test_question_types_with_and_without_type(tmp_path):
     assert d['qtypes'] == ['color']                                         # the last tenth: one row
 
 
+def test_without_eval_data_the_tokenizer_never_sees_the_held_out_tenth(tmp_path):
+    Image.new('RGB', (8, 8), 'red').save(tmp_path / 'a.png')
+    rows = [{'image': 'a.png', 'texts': turn('What color?', 'red')}] * 18 + \
+           [{'image': 'a.png', 'texts': turn('What colour?', 'crimson')}] * 2   # the last tenth: new words
+    d = CLI.load_data(str(write_rows(tmp_path / 'rows.jsonl', rows)), get_preset('tiny'), 5)
+    vocab = d['tokenizer'].tok.get_vocab()
+    assert '▁red' in vocab and '▁crimson' not in vocab and '▁colour' not in vocab
+    assert len(d['train']) == 18 and len(d['eval']) == 2
+
+
 @pytest.mark.parametrize('bad', [3, '', ['color'], None])
 def test_type_must_be_a_non_empty_string(tmp_path, bad):
     Image.new('RGB', (8, 8), 'red').save(tmp_path / 'a.png')
