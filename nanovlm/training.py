@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_training.ipynb #19eaabfe
 from __future__ import annotations
-import math, time
+import math, time, warnings
 from contextlib import nullcontext
 import torch
 import torch.distributed as dist
@@ -175,8 +175,10 @@ def precision_context(device, precision:str):
 def _eval_batches(dataset, collate:VQACollator, batch_size:int) -> tuple[list, list, list, list]:
     "This process's share of `dataset` (every world-th item): indices, items, loss and generation batches."
     rank, world = _rank_world()
-    idx = list(range(rank, len(dataset), world))
-    items = [dataset[i] for i in idx]
+    pairs = [(i, dataset[i]) for i in range(rank, len(dataset), world)]
+    bad = [it['skipped'] for _, it in pairs if 'skipped' in it]  # left out by a dataset with on_error='skip'
+    if bad: warnings.warn(f"the held-out set skips {len(bad)} unreadable row(s), not scored; first: {bad[0]}")
+    idx, items = [i for i, it in pairs if 'skipped' not in it], [it for _, it in pairs if 'skipped' not in it]
     chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     return idx, items, [collate(c) for c in chunks], [collate.collate_for_generation(c) for c in chunks]
 

@@ -607,3 +607,18 @@ def test_rows_skipped_while_training_are_counted(tmp_path):
     history = T.train(VisionLanguageModel(cfg), tc, bad, col, progress=False)
     counts = [r['skipped_rows'] for r in history if 'loss' in r]
     assert len(counts) == 2 and 0 < counts[0] <= counts[1] < 32, counts  # cumulative, a quarter of the rows
+
+
+def test_unreadable_held_out_rows_are_left_out_of_the_score_with_a_warning():
+    "A held-out row that only turns out bad when read (--skip-bad-rows) is neither scored nor a crash."
+    cfg, tok, ds, col = small(12)
+    rows = [ds.rows[i] for i in range(12)]
+    for i in (0, 5): rows[i] = {'images': [{'bytes': b'not an image'}], 'texts': rows[i]['texts']}
+    qtypes = [f'type{i}' for i in range(12)]
+    with pytest.warns(UserWarning, match=r'skips 2 unreadable row\(s\)'):
+        ev = T.Evaluator(VQADataset(rows, tok, image_processor_for(cfg), on_error='skip'), col, tok, qtypes)
+    assert ev.qtypes == [t for i, t in enumerate(qtypes) if i not in (0, 5)]  # still each row's own type
+    T.seed_everything(0)
+    preds = ev.predictions(VisionLanguageModel(cfg))
+    assert len(preds) == 10 and [p['qtype'] for p in preds] == ev.qtypes
+    assert 0 <= ev(VisionLanguageModel(cfg))['accuracy'] <= 1
