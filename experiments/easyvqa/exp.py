@@ -112,11 +112,17 @@ class Balanced(torch.utils.data.Dataset):
     def __len__(self): return len(self.idx)
     def __getitem__(self, i): return self.ds[self.idx[i]]
 
-def vit_lr_optimizer(lr_vit:float|None, betas=(0.9, 0.999)):
+def vit_lr_optimizer(lr_vit:float|None, betas=(0.9, 0.999), prefixes:dict|None=None):
     """`make_optimizer` with the ViT in its own group at `lr_vit` (the library has one rate for both backbones;
-    None: that rate) and AdamW's `betas` (the library's: PyTorch's default, 0.9 and 0.999)."""
+    None: that rate) and AdamW's `betas` (the library's: PyTorch's default, 0.9 and 0.999). `prefixes`: parameter
+    name regex -> learning rate, ahead of the rest (0 freezes them)."""
     def make(model, tc):
-        lrs = {'MP.': ('MP', tc.lr_mp), 'vision_encoder.': ('vit', tc.lr_backbones if lr_vit is None else lr_vit),
+        extra = {}
+        for pat, lr in (prefixes or {}).items():  # every parameter name the pattern matches, as its own prefix
+            for name, _ in model.named_parameters():
+                if re.match(pat, name): extra[name] = (f'vit_{pat}' if name.startswith('vision_encoder.') else pat, lr)
+        lrs = {**extra, 'MP.': ('MP', tc.lr_mp),
+               'vision_encoder.': ('vit', tc.lr_backbones if lr_vit is None else lr_vit),
                '': ('backbones', tc.lr_backbones)}
         return torch.optim.AdamW(param_groups(model, lrs, tc.weight_decay), weight_decay=tc.weight_decay,
                                  betas=betas, fused=True)
@@ -144,6 +150,44 @@ def qk_norm():
         q, k, v = plain(self, x)
         return F.layer_norm(q, q.shape[-1:]), F.layer_norm(k, k.shape[-1:]), v
     ViTMultiHeadAttention._qkv = _qkv
+
+def conv_stem(model, width:int=0):
+    """Replace the ViT's patch convolution (one p x p linear map per patch) by a small convolutional stem
+    (Xiao et al. 2021, "Early convolutions help transformers see better"): 3x3 convolutions of stride 2, each
+    followed by GELU, log2(p) of them, then a 1x1 convolution to the ViT's width. Same output shape: one
+    feature per p x p patch. `width`: channels of the first convolution (doubling each time); 0: C / 2**(n-1)."""
+    import math
+    import torch.nn as nn
+    pe = model.vision_encoder.patch_embedding
+    C, p = pe.conv.out_channels, pe.conv.kernel_size[0]
+    n = int(math.log2(p))
+    w = width or max(8, C // 2 ** (n - 1))
+    layers, cin = [], 3
+    for i in range(n):
+        cout = w * 2 ** i
+        layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GELU()]
+        cin = cout
+    layers.append(nn.Conv2d(cin, C, 1))
+    class Stem(nn.Sequential):
+        weight = property(lambda self: self[-1].weight)  # `forward` casts pixels to `self.conv.weight.dtype`
+    stem = Stem(*layers)
+    for m in stem:
+        if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, nonlinearity='relu'); nn.init.zeros_(m.bias)
+    nn.init.normal_(stem[-1].weight, std=0.02)  # the last map as the plain patch convolution starts
+    pe.conv = stem
+
+def loss_variant(label_smoothing:float=0.0, logit_penalty:float=0.0):
+    """The model's answer loss with label smoothing, and/or spectral decoupling (Pezeshki et al. 2021: plus
+    `logit_penalty` times the mean squared logit at the answer positions), both known remedies for a network that
+    keeps sharpening the features it has learned (gradient starvation)."""
+    import torch.nn.functional as F
+    import nanovlm.vision_language_model as V
+    def answer_loss(logits, targets):
+        keep = targets != -100
+        x = logits[keep].float()
+        loss = F.cross_entropy(x, targets[keep], label_smoothing=label_smoothing) if keep.any() else logits.sum() * 0
+        return loss + logit_penalty * x.pow(2).mean() if logit_penalty and keep.any() else loss
+    V.answer_loss = answer_loss
 
 def data(a, cfg, tok=None):
     cache = {}
@@ -204,11 +248,18 @@ def main(argv=None):
     ap.add_argument('--balance', choices=['type', 'answer'], help='sample rows so each type / answer is equally likely')
     ap.add_argument('--balance-seed', type=int, default=0)
     ap.add_argument('--lr-vit', type=float, help="the ViT's own learning rate (default: lr_backbones)")
+    ap.add_argument('--lr-prefix', action='append', default=[], metavar='REGEX=LR',
+                    help="parameters whose names match REGEX get this learning rate (0 freezes them)")
     ap.add_argument('--vit-warmup', type=int, help="ramp the ViT's rate from 0 over this many steps (needs --lr-vit)")
     ap.add_argument('--betas', help="AdamW's betas, e.g. 0.9,0.95 (default PyTorch's 0.9,0.999)")
     ap.add_argument('--init-vit', type=Path, help="start the ViT (only) from the model of this run directory")
     ap.add_argument('--qk-norm', action='store_true', help="layer-normalise the ViT's queries and keys")
+    ap.add_argument('--conv-stem', type=int, nargs='?', const=0, default=None, metavar='WIDTH',
+                    help="a convolutional stem instead of the ViT's patch convolution (WIDTH: first layer's channels)")
+    ap.add_argument('--label-smoothing', type=float, default=0.0)
+    ap.add_argument('--logit-penalty', type=float, default=0.0, help='spectral decoupling: weight of the mean squared logit')
     ap.add_argument('--init', type=Path, help='start from the model and tokenizer of this run directory')
+    ap.add_argument('--reinit', help="with --init: parts to start afresh, e.g. vision_encoder or decoder,MP")
     ap.add_argument('--stop-after', type=int, help='end after this step (the schedule stays that of max_steps)')
     ap.add_argument('--threads', type=int, default=1)
     ap.add_argument('--out', type=Path, default=Path('runs/easyvqa'))
@@ -218,8 +269,9 @@ def main(argv=None):
     t_start, load0 = time.time(), os.getloadavg()
     cfg = get_preset(a.preset, **kv(a.set))
     tc = train_config_for(a.preset, output_dir=str(a.out / a.name), **kv(a.tc))
-    if a.lr_vit is not None or a.betas:  # `train` looks `make_optimizer` up at run time
-        nt.make_optimizer = vit_lr_optimizer(a.lr_vit, tuple(map(float, a.betas.split(','))) if a.betas else (0.9, 0.999))
+    if a.lr_vit is not None or a.betas or a.lr_prefix:  # `train` looks `make_optimizer` up at run time
+        nt.make_optimizer = vit_lr_optimizer(a.lr_vit, tuple(map(float, a.betas.split(','))) if a.betas else (0.9, 0.999),
+                                             {k: float(v) for k, v in (p.split('=', 1) for p in a.lr_prefix)})
     if a.vit_warmup: nt.set_lr = vit_warmup(a.vit_warmup)
     init = VisionLanguageModel.from_pretrained(str(a.init)) if a.init else None
     if init is not None: cfg = init.cfg
@@ -229,7 +281,13 @@ def main(argv=None):
     model = init if init is not None else VisionLanguageModel(cfg)
     if a.init_vit:
         model.vision_encoder.load_state_dict(VisionLanguageModel.from_pretrained(str(a.init_vit)).vision_encoder.state_dict())
+    if a.reinit:  # the parts named start again from a fresh model's initialisation (seeded as a new run)
+        seed_everything(tc.seed)
+        fresh = VisionLanguageModel(cfg)
+        for part in a.reinit.split(','): getattr(model, part).load_state_dict(getattr(fresh, part).state_dict())
     if a.qk_norm: qk_norm()
+    if a.label_smoothing or a.logit_penalty: loss_variant(a.label_smoothing, a.logit_penalty)
+    if a.conv_stem is not None: conv_stem(model, a.conv_stem)
     collate = VQACollator(tok, cfg.lm_max_length)
     ev = Evaluator(eval_ds, collate, tok, eval_types, precision=tc.precision)
     ev_train = Evaluator(tr_ds, collate, tok, tr_types, precision=tc.precision) if len(tr_ds) else None
