@@ -189,6 +189,11 @@ def loss_variant(label_smoothing:float=0.0, logit_penalty:float=0.0):
         return loss + logit_penalty * x.pow(2).mean() if logit_penalty and keep.any() else loss
     V.answer_loss = answer_loss
 
+def tokenizer_for(rows:list, cfg):
+    "The word-level tokenizer `nanovlm-train` trains for a JSONL file: on the rows' prompts and answers."
+    texts = [s for r in rows for t in r['texts'] for s in (format_prompt(t['user']), format_answer(t['assistant']))]
+    return train_tokenizer(texts, cfg.lm_vocab_size, 'wordlevel')
+
 def data(a, cfg, tok=None):
     cache = {}
     train_rows, train_types = load_rows(a.data_dir / a.train, cache)
@@ -196,8 +201,7 @@ def data(a, cfg, tok=None):
     train_rows = [r for r, t in zip(train_rows, train_types) for _ in range(reps.get(t, 1))]
     train_types = [t for t in train_types for _ in range(reps.get(t, 1))]
     eval_rows, eval_types = load_rows(a.data_dir / a.eval, cache)
-    texts = [s for r in train_rows for t in r['texts'] for s in (format_prompt(t['user']), format_answer(t['assistant']))]
-    tok = tok or train_tokenizer(texts, cfg.lm_vocab_size, 'wordlevel')
+    tok = tok or tokenizer_for(train_rows, cfg)
     proc = image_processor_for(cfg)
     train_ds = VQADataset(train_rows, tok, Augment(proc, a.aug) if a.aug else proc)
     if a.balance:

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
-from exp import load_rows, machine
+from exp import load_rows, machine, tokenizer_for
 from nanovlm.config import get_preset
-from nanovlm.data import VQADataset, VQACollator, train_tokenizer, format_prompt, format_answer, image_processor_for
+from nanovlm.data import VQADataset, VQACollator, image_processor_for
 from nanovlm.training import Evaluator, seed_everything, precision_context
 from nanovlm.vision_language_model import VisionLanguageModel
 
@@ -37,8 +37,7 @@ def main(argv=None):
     rows, types = load_rows(a.data_dir / 'tune_train.jsonl', cache)
     eval_rows, eval_types = load_rows(a.data_dir / 'tune_val.jsonl', cache)
     cfg = get_preset('tiny')
-    texts = [s for r in rows for t in r['texts'] for s in (format_prompt(t['user']), format_answer(t['assistant']))]
-    tok = train_tokenizer(texts, cfg.lm_vocab_size, 'wordlevel')
+    tok = tokenizer_for(rows, cfg)
     cfg = replace(cfg, lm_eos_token_id=tok.eos_token_id)
     proc = image_processor_for(cfg)
     ds, col = VQADataset(rows, tok, proc), VQACollator(tok, cfg.lm_max_length)

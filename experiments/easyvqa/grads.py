@@ -13,9 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).parent))
-from exp import load_rows, subtype
+from exp import load_rows, subtype, tokenizer_for
 from nanovlm.config import get_preset
-from nanovlm.data import VQADataset, VQACollator, train_tokenizer, format_prompt, format_answer, image_processor_for, get_tokenizer
+from nanovlm.data import VQADataset, VQACollator, image_processor_for, get_tokenizer
 from nanovlm.training import seed_everything
 from nanovlm.vision_language_model import VisionLanguageModel
 
@@ -34,8 +34,7 @@ def main(argv=None):
     if a.run: model, tok = VisionLanguageModel.from_pretrained(str(a.run)), get_tokenizer(str(a.run))
     else:
         cfg = get_preset('tiny')
-        texts = [s for r in rows for t in r['texts'] for s in (format_prompt(t['user']), format_answer(t['assistant']))]
-        tok = train_tokenizer(texts, cfg.lm_vocab_size, 'wordlevel')
+        tok = tokenizer_for(rows, cfg)
         seed_everything(0)
         model = VisionLanguageModel(replace(cfg, lm_eos_token_id=tok.eos_token_id))
     model.train()
@@ -50,18 +49,19 @@ def main(argv=None):
     rng = random.Random(0)
     means, out = {}, {}
     for k in KINDS:
-        gs = []
+        gs, losses = [], []
         for _ in range(a.batches):
             b = col([ds[i] for i in rng.sample(by[k], 64)])
             model.zero_grad()
             _, loss = model(b['input_ids'], b['images'], b['attention_mask'], b['labels'])
             loss.backward()
+            losses.append(loss.item())
             gs.append(torch.cat([p.grad.flatten() for p in params]).clone())
         g = torch.stack(gs)
         m = g.mean(0)
         noise = (g - m).pow(2).sum(1).mean().sqrt()
         means[k] = m
-        out[k] = {'mean_grad_norm': m.norm().item(), 'snr': (m.norm() / noise).item(), 'loss': loss.item()}
+        out[k] = {'mean_grad_norm': m.norm().item(), 'snr': (m.norm() / noise).item(), 'loss': sum(losses) / len(losses)}  # mean over the batches
     cos = {f'{x} | {y}': torch.nn.functional.cosine_similarity(means[x], means[y], 0).item()
            for i, x in enumerate(KINDS) for y in KINDS[i + 1:]}
     res = {'name': a.name, 'run': str(a.run or 'fresh'), 'batches': a.batches, 'per_kind': out, 'cosine': cos}
