@@ -252,6 +252,8 @@ class TrainConfig(_ConfigFile):
     data: str = 'shapes' # data source
     eval_data: str = '' # held-out JSONL file ('': hold out the last tenth of a JSONL `data`)
     skip_bad_rows: bool = False # skip unreadable rows of a JSONL file, and list them, instead of stopping
+    lr_vision: float = -1.0 # the ViT's own learning rate (0 freezes it); -1: lr_backbones, /10 if warmed up
+    vision_warmup_steps: int = -1 # ViT steps on the images' answers first; -1: auto (appendix 7a), 0: none
     best_metric: str = 'accuracy' # picks the best checkpoint: 'accuracy' (higher is better) or 'val_loss'
     precision: str = 'auto' # 'auto' (bf16 autocast if the device has native bf16, else fp32), 'bf16', 'fp32'
     log_wandb: bool = False # also log to Weights & Biases (when installed)
@@ -272,8 +274,12 @@ class TrainConfig(_ConfigFile):
         for name in ('min_lr_ratio', 'lr_decay_frac'):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.lr_decoder < 0 and self.lr_decoder != -1:
-            raise ValueError(f"lr_decoder must be >= 0, or -1 for lr_backbones, got {self.lr_decoder}")
+        for name in ('lr_decoder', 'lr_vision'):
+            if getattr(self, name) < 0 and getattr(self, name) != -1:
+                raise ValueError(f"{name} must be >= 0, or -1 for lr_backbones, got {getattr(self, name)}")
+        if self.vision_warmup_steps < -1:
+            raise ValueError("vision_warmup_steps must be >= 0, or -1 for auto, "
+                             f"got {self.vision_warmup_steps}")
         return self
 
 def _one_of(names) -> str: return ', '.join(repr(n) for n in names[:-1]) + f' or {names[-1]!r}'

@@ -13,6 +13,7 @@ from itertools import islice
 from pathlib import Path
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch.utils.data import Subset
 from .config import VLMConfig, TrainConfig, PRESETS, get_preset, _atomic_write_text
 from .vision_language_model import VisionLanguageModel
@@ -24,12 +25,13 @@ from .runs import (NonFiniteLossError, check_run_dir, seed_everything, setup_dis
 from .runs import (RunStopped, hold_run_dir, _output_dir_problem, _stopped, _write_failed, _STAGING,
                           _COMMIT)
 from safetensors import SafetensorError
-from .training import Evaluator, train, resolve_precision, score_answer
+from .training import Evaluator, train, resolve_precision, score_answer, precision_context, make_optimizer
 
 # %% auto #0
-__all__ = ['SHAPES_TRAIN_SIZE', 'SHAPES_DESCRIBE', 'SHAPES_DESCRIBE_ORDERS', 'EVAL_SAMPLE_SEED', 'TRAIN_PRESETS',
-           'check_data_source', 'check_eval_source', 'shared_images', 'check_held_out', 'answer_class', 'question_type',
-           'question_only_baseline', 'load_data', 'run_training', 'train_config_for', 'train_cli']
+__all__ = ['SHAPES_TRAIN_SIZE', 'SHAPES_DESCRIBE', 'SHAPES_DESCRIBE_ORDERS', 'EVAL_SAMPLE_SEED', 'VISION_WARMUP_MAX',
+           'TRAIN_PRESETS', 'check_data_source', 'check_eval_source', 'shared_images', 'check_held_out',
+           'check_vision_warmup', 'resolve_vision', 'answer_class', 'question_type', 'question_only_baseline',
+           'load_data', 'run_training', 'train_config_for', 'train_cli', 'answer_tags', 'vision_warmup']
 
 # %% ../nbs/07a_train_cli.ipynb #f657445d
 SHAPES_TRAIN_SIZE = 1_000_000 # ShapesVQA training items per epoch (drawn on the fly: this costs nothing)
@@ -98,6 +100,34 @@ def check_held_out(train_rows:list, eval_rows:list, # rows of `read_jsonl`
 def _eval_sample(n:int, k:int) -> list[int]:
     "Indices of the held-out rows: all `n`, or `k` of them drawn with `EVAL_SAMPLE_SEED`, in file order."
     return list(range(n)) if n <= k else sorted(random.Random(EVAL_SAMPLE_SEED).sample(range(n), k))
+
+
+# %% ../nbs/07a_train_cli.ipynb #vw000010
+def check_vision_warmup(tc:TrainConfig):
+    "Raise `ValueError` if `tc` asks for a vision warm-up (a count, not -1 for auto) it cannot have."
+    if tc.vision_warmup_steps <= 0: return
+    if not tc.data.endswith('.jsonl'):
+        raise ValueError(f"--vision-warmup tags the images of a JSONL file; --data is {tc.data!r}: "
+                         "give --data a .jsonl file, or drop --vision-warmup")
+    if tc.lr_backbones == 0:
+        raise ValueError("--vision-warmup trains the ViT at --lr-backbones, which is 0: "
+                         "give it a positive rate")
+
+VISION_WARMUP_MAX = 800 # the automatic warm-up: a quarter of max_steps, at most this many steps
+
+def resolve_vision(tc:TrainConfig, cfg:VLMConfig, resume:bool=False) -> TrainConfig:
+    """`tc` with `vision_warmup_steps` and `lr_vision` made concrete. Auto (-1): a JSONL file and a ViT from
+    scratch get a warm-up of a quarter of `max_steps`, at most `VISION_WARMUP_MAX`, after which the ViT
+    trains at a tenth of `lr_backbones`; anything else none, and the ViT at `lr_backbones`. A resumed run
+    records concrete values; one that has none was made before the warm-up existed, and resumes without it."""
+    steps = tc.vision_warmup_steps
+    if steps == -1:
+        scratch = not (cfg.vlm_load_backbone_weights and cfg.vit_model_type)
+        own = tc.data.endswith('.jsonl') and scratch and tc.lr_backbones > 0 and not resume
+        steps = min(VISION_WARMUP_MAX, tc.max_steps // 4) if own else 0
+    lr = tc.lr_vision if tc.lr_vision != -1 else tc.lr_backbones / 10 if steps else -1.0
+    return replace(tc, vision_warmup_steps=steps, lr_vision=lr)
+
 
 # %% ../nbs/07a_train_cli.ipynb #b1e0d006
 _NUMBER = re.compile(r'[-+]?\d+(?:[.,]\d+)*')
@@ -324,7 +354,8 @@ def _finish(preset:str, tc:TrainConfig, dev, world:int, main:bool, model, evalua
               "metrics.jsonl counts them", file=sys.stderr)
     wall_s = time.perf_counter() - t0
     summary = {**_summary(preset, tc, dev, world, wall_s, history, evaluator, data['skipped'], final),
-               **_held_out_summary(tc, data)}
+               **_held_out_summary(tc, data), **({'vision_warmup': data['vision_warmup']}
+                                                 if 'vision_warmup' in data else {})}
     if main and evaluator is not None:
         _save_examples(out, preds, data['eval'], world)
         summary['examples'] = preds
@@ -346,10 +377,14 @@ def run_training(preset:str, # a key of `PRESETS`
     rank, world, dev = setup_distributed(device)
     main = rank == 0
     try:
+        check_vision_warmup(tc)
         data, model, collate, evaluator = _build(preset, tc, resume, overwrite, dev, main)
         if main:
             print(f"precision: {_precision_note(dev, tc.precision)}; {torch.get_num_threads()} CPU thread(s)")
         t0 = time.perf_counter()
+        tc = resolve_vision(tc, model.cfg, resume)  # -1s made concrete before train() records the config
+        if tc.vision_warmup_steps and not resume:  # a resumed run's checkpoint holds the warmed-up ViT
+            data['vision_warmup'] = _warm_up_vision(model, data, tc, dev, world, main)
         savers = [data['tokenizer'], _Saves(save_image_processor, data['image_processor'])]
         history = train(model, tc, data['train'], collate, evaluator, savers, resume=resume,
                         progress=progress, num_workers=num_workers, overwrite=overwrite)
@@ -450,7 +485,21 @@ def _parser() -> argparse.ArgumentParser:
     a('--workers', type=int, default=0, help='DataLoader worker processes')
     a('--quiet', action='store_true', help='no progress bar')
     a('--debug', action='store_true', help='show the traceback of an error (also: NANOVLM_DEBUG=1)')
+    return _with_vision_options(ap)
+
+
+# %% ../nbs/07a_train_cli.ipynb #vw000011
+_ARGS.update({'vision_warmup': 'vision_warmup_steps', 'lr_vision': 'lr_vision'})
+
+def _with_vision_options(ap:argparse.ArgumentParser) -> argparse.ArgumentParser:
+    "`ap` with the vision warm-up's options (see the section on it)."
+    a = ap.add_argument
+    a('--vision-warmup', type=int, help="ViT steps on the training images' answers before training "
+      '(JSONL data; default: a quarter of --steps, at most 800, for a ViT from scratch; 0: none)')
+    a('--lr-vision', type=float, help="the ViT's own learning rate (0 freezes it; default --lr-backbones, "
+      'a tenth of it after a warm-up)')
     return ap
+
 
 # %% ../nbs/07a_train_cli.ipynb #999a6675
 def _device_problem(device:str|None) -> str|None:
@@ -497,6 +546,7 @@ def _resolve(ap, args, world:int) -> TrainConfig:
         else: tc = train_config_for(preset, **given, output_dir=str(out))
         check_data_source(tc.data)
         check_eval_source(tc.eval_data, tc.data)
+        check_vision_warmup(tc)
     except (ValueError, OSError) as e: ap.error(str(e))
     A = tc.gradient_accumulation_steps
     if tc.batch_size % (world * A):
@@ -590,3 +640,70 @@ def _in_notebook() -> bool:
     return 'IPython' in sys.modules and sys.modules['IPython'].get_ipython() is not None
 
 if __name__ == '__main__' and not _in_notebook(): sys.exit(train_cli())
+
+# %% ../nbs/07a_train_cli.ipynb #vw000002
+def answer_tags(rows, # training rows, {'images': [image], 'texts': [turn, ...]}, one image each
+               ) -> tuple[list, list, torch.Tensor]:
+    """Each distinct image of `rows` once (as the index of its first row), the answers met, and which answers
+    each image's questions have: an (images, answers) matrix of 0 and 1."""
+    first, by_image = [], {}
+    for i, row in enumerate(rows):
+        key = str(row['images'][0])
+        if key not in by_image: by_image[key], _ = set(), first.append(i)
+        by_image[key].update(t['assistant'] for t in row['texts'])
+    answers = sorted(set().union(*by_image.values()))
+    column = {a: j for j, a in enumerate(answers)}
+    tags = torch.zeros(len(first), len(answers))
+    for i, have in enumerate(by_image.values()): tags[i, [column[a] for a in have]] = 1
+    return first, answers, tags
+
+def vision_warmup(vit:torch.nn.Module, # the model's ViT, trained in place
+                  dataset, # the training set: `dataset[i]['image']` is row i's processed image
+                  rows, # the dataset's rows, in its order
+                  steps:int, # optimizer steps
+                  batch_size:int=64, # images per step
+                  lr:float=6e-4, # AdamW's peak rate (a linear warm-up over the first eighth of the steps)
+                  seed:int=0, # seeds the images drawn
+                  device='cpu', precision:str='auto', # as for `train`
+                 ) -> list[float]:
+    """Teach `vit` to tag each training image with the answers its questions have: a linear map of its mean
+    output token, a sigmoid per answer, binary cross-entropy. Returns each step's loss."""
+    first, answers, tags = answer_tags(rows)
+    device = torch.device(device)
+    head = torch.nn.Linear(vit.layer_norm.normalized_shape[0], len(answers)).to(device)
+    opt = torch.optim.AdamW([*vit.parameters(), *head.parameters()], lr=lr, weight_decay=0.0)
+    g, ramp, tags, losses = torch.Generator().manual_seed(seed), max(1, steps // 8), tags.to(device), []
+    vit.train()
+    for step in range(steps):
+        for group in opt.param_groups: group['lr'] = lr * min(1.0, (step + 1) / ramp)
+        pick = torch.randint(len(first), (batch_size,), generator=g).tolist()
+        items = [(i, dataset[first[i]]) for i in pick]
+        items = [(i, it) for i, it in items if 'skipped' not in it]  # an unreadable image (--skip-bad-rows)
+        if not items: continue
+        x = torch.stack([it['image'] for _, it in items]).to(device)
+        with precision_context(device, precision): h = vit(x)
+        h = h if h.ndim == 2 else h.mean(1)  # (B, C): the class token's output, or the mean patch
+        loss = F.binary_cross_entropy_with_logits(head(h.float()), tags[[i for i, _ in items]])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach())
+    return torch.stack(losses).tolist() if losses else []  # read back once, at the end
+
+
+# %% ../nbs/07a_train_cli.ipynb #vw000006
+def _warm_up_vision(model, data:dict, tc:TrainConfig, dev, world:int, main:bool) -> dict:
+    "The vision warm-up of a new run, on the training rows; its summary for `metrics.json`."
+    train, t0 = data['train'], time.perf_counter()
+    rows = [train.dataset.rows[i] for i in train.indices] if isinstance(train, Subset) else train.rows
+    micro = tc.batch_size // (world * tc.gradient_accumulation_steps)  # every process: the same seeded draws
+    losses = vision_warmup(model.vision_encoder, train, rows, tc.vision_warmup_steps, micro, tc.lr_backbones,
+                           tc.seed, dev, tc.precision)
+    out = {'steps': tc.vision_warmup_steps, 'first_loss': losses[0] if losses else None,
+           'last_loss': sum(losses[-10:]) / len(losses[-10:]) if losses else None,
+           'seconds': round(time.perf_counter() - t0, 1)}
+    if main and losses:
+        print(f"vision warm-up: {out['steps']} steps, tag loss {out['first_loss']:.3f} -> "
+              f"{out['last_loss']:.3f}, {out['seconds']:.0f}s")
+    return out
+

@@ -45,9 +45,11 @@ def param_groups(model:nn.Module, # the model whose parameters are grouped
     return list(groups.values())
 
 def make_optimizer(model:nn.Module, tc:TrainConfig) -> torch.optim.AdamW:
-    "AdamW over the projector (`lr_mp`) and the backbones (`lr_backbones`; the LM `lr_decoder` if set)."
+    """AdamW over the projector (`lr_mp`) and the backbones (`lr_backbones`; the LM at `lr_decoder` and the
+    ViT at `lr_vision` where set)."""
     lrs = {'MP.': ('MP', tc.lr_mp), '': ('backbones', tc.lr_backbones)}
     if tc.lr_decoder != -1: lrs = {'decoder.': ('decoder', tc.lr_decoder), **lrs}  # its own rate
+    if tc.lr_vision != -1: lrs = {'vision_encoder.': ('vision', tc.lr_vision), **lrs}  # the ViT's own rate
     groups = param_groups(model, lrs, tc.weight_decay)
     if not groups:
         raise ValueError("lr_mp and lr_backbones are both 0: nothing would train; "

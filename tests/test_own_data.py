@@ -264,3 +264,62 @@ def test_resume_keeps_the_eval_file_and_refuses_another(files, capsys):
     other = _leaky(root, test, 'resume')
     code, _, err = train_cli([*args, '--eval-data', str(other), '--resume'], capsys)
     assert code == 2 and f"eval_data={str(test)!r} there, {str(other)!r} given" in err, err
+
+
+# --- --vision-warmup ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('argv, msg', [
+    (['--data', 'shapes', '--vision-warmup', '5'], "--vision-warmup tags the images of a JSONL file; --data is 'shapes'"),
+    (['--vision-warmup', '5', '--lr-backbones', '0'], '--vision-warmup trains the ViT at --lr-backbones, which is 0'),
+    (['--vision-warmup', '-2'], 'vision_warmup_steps must be >= 0, or -1 for auto, got -2'),
+])
+def test_vision_warmup_refuses_what_it_cannot_do(files, capsys, argv, msg):
+    _, train, _ = files
+    code, _, err = train_cli([*FAST, '--data', str(train), *argv], capsys)
+    assert code == 2 and msg in err, err
+
+
+def test_answer_tags_one_row_per_image_and_every_answer(tmp_path):
+    rows = [{'images': [tmp_path / f'{n}.png'], 'texts': turn(q, a)}
+            for n, q, a in (('a', 'color?', 'red'), ('b', 'color?', 'blue'), ('a', 'round?', 'yes'), ('a', 'n?', '2'))]
+    first, answers, tags = CLI.answer_tags(rows)
+    assert (first, answers) == ([0, 1], ['2', 'blue', 'red', 'yes'])
+    assert tags.tolist() == [[1, 0, 1, 1], [0, 1, 0, 0]]
+
+
+def test_vision_warmup_then_a_frozen_vit_stays_and_a_resume_does_not_warm_up_again(files, capsys, monkeypatch):
+    root, train, test = files
+    out_dir, calls, warmed = root / 'warm', [], {}
+    real = CLI.vision_warmup
+    def spy(vit, *args, **kw):
+        calls.append(args[2])
+        losses = real(vit, *args, **kw)
+        warmed.update({k: v.clone() for k, v in vit.state_dict().items()})
+        return losses
+    monkeypatch.setattr(CLI, 'vision_warmup', spy)
+    args = [*FAST, '--steps', '3', '--data', str(train), '--eval-data', str(test), '--eval-samples', '4',
+            '--vision-warmup', '5', '--lr-vision', '0', '--output-dir', str(out_dir)]
+    code, out, err = train_cli(args, capsys)
+    assert code == 0, err
+    assert calls == [5] and 'vision warm-up: 5 steps' in out
+    m = json.loads((out_dir / 'metrics.json').read_text())
+    assert m['vision_warmup']['steps'] == 5 and m['steps'] == 3
+    from nanovlm.vision_language_model import VisionLanguageModel
+    model = VisionLanguageModel.from_pretrained(str(out_dir))
+    vit = model.vision_encoder.state_dict()
+    assert vit.keys() == warmed.keys() and all(torch.equal(vit[k], warmed[k]) for k in vit)   # frozen in training
+    code, _, err = train_cli([*args, '--resume'], capsys)
+    assert code == 0, err
+    assert calls == [5]                                                     # the checkpoint holds the warmed-up ViT
+
+
+def test_a_jsonl_run_warms_up_by_default_and_records_what_it_did(files, capsys):
+    root, train, test = files
+    out_dir = root / 'auto'
+    code, out, err = train_cli([*FAST, '--steps', '8', '--data', str(train), '--eval-data', str(test),
+                                '--eval-samples', '4', '--output-dir', str(out_dir)], capsys)
+    assert code == 0, err
+    assert 'vision warm-up: 2 steps' in out                                 # a quarter of --steps
+    tc = json.loads((out_dir / 'train_config.json').read_text())
+    assert (tc['vision_warmup_steps'], tc['lr_vision']) == (2, tc['lr_backbones'] / 10)   # concrete, as done
+    assert json.loads((out_dir / 'metrics.json').read_text())['vision_warmup']['steps'] == 2
