@@ -189,6 +189,30 @@ def loss_variant(label_smoothing:float=0.0, logit_penalty:float=0.0):
         return loss + logit_penalty * x.pow(2).mean() if logit_penalty and keep.any() else loss
     V.answer_loss = answer_loss
 
+def mean_token(model):
+    """One more image token after the N the projector makes: the mean of the ViT's output tokens, mapped into the
+    LM's width by its own linear map (kept in the projector, at its learning rate). A pooled summary of the whole
+    image, as a classifier head on a ViT reads it (SigLIP's pooling head, CLIP's class token)."""
+    import types
+    import torch.nn as nn
+    mp = model.MP
+    mp.mean_proj = nn.Linear(model.cfg.vit_hidden_dim, model.cfg.lm_hidden_dim, bias=False)
+    nn.init.normal_(mp.mean_proj.weight, std=0.02)
+    def forward(self, x):  # (B, P, C) -> (B, N + 1, lm_hidden_dim)
+        return torch.cat([self.proj(self.pixel_shuffle(x)), self.mean_proj(x.mean(1, keepdim=True))], 1)
+    mp.forward = types.MethodType(forward, mp)
+
+def mlp_projector(model, norm:bool=False):
+    """The projector's linear map followed by GELU and a second linear map in the LM's width (LLaVA-1.5's
+    two-layer MLP projector). `norm`: instead, the linear map's output RMS-normalised (no MLP)."""
+    import torch.nn as nn
+    mp, C = model.MP, model.cfg.lm_hidden_dim
+    if norm: mp.proj = nn.Sequential(mp.proj, nn.RMSNorm(C))
+    else:
+        second = nn.Linear(C, C, bias=False)
+        nn.init.normal_(second.weight, std=0.02)
+        mp.proj = nn.Sequential(mp.proj, nn.GELU(), second)
+
 def tokenizer_for(rows:list, cfg):
     "The word-level tokenizer `nanovlm-train` trains for a JSONL file: on the rows' prompts and answers."
     texts = [s for r in rows for t in r['texts'] for s in (format_prompt(t['user']), format_answer(t['assistant']))]
@@ -257,9 +281,13 @@ def main(argv=None):
     ap.add_argument('--vit-warmup', type=int, help="ramp the ViT's rate from 0 over this many steps (needs --lr-vit)")
     ap.add_argument('--betas', help="AdamW's betas, e.g. 0.9,0.95 (default PyTorch's 0.9,0.999)")
     ap.add_argument('--init-vit', type=Path, help="start the ViT (only) from the model of this run directory")
+    ap.add_argument('--init-vit-file', type=Path, help="start the ViT from this safetensors file (probe.py's vit.safetensors)")
     ap.add_argument('--qk-norm', action='store_true', help="layer-normalise the ViT's queries and keys")
     ap.add_argument('--conv-stem', type=int, nargs='?', const=0, default=None, metavar='WIDTH',
                     help="a convolutional stem instead of the ViT's patch convolution (WIDTH: first layer's channels)")
+    ap.add_argument('--mean-token', action='store_true', help="one more image token: the ViT's mean output token")
+    ap.add_argument('--mp-mlp', action='store_true', help='a two-layer MLP projector (linear, GELU, linear)')
+    ap.add_argument('--mp-norm', action='store_true', help="the projector's output RMS-normalised")
     ap.add_argument('--label-smoothing', type=float, default=0.0)
     ap.add_argument('--logit-penalty', type=float, default=0.0, help='spectral decoupling: weight of the mean squared logit')
     ap.add_argument('--init', type=Path, help='start from the model and tokenizer of this run directory')
@@ -285,6 +313,9 @@ def main(argv=None):
     model = init if init is not None else VisionLanguageModel(cfg)
     if a.init_vit:
         model.vision_encoder.load_state_dict(VisionLanguageModel.from_pretrained(str(a.init_vit)).vision_encoder.state_dict())
+    if a.init_vit_file:
+        from safetensors.torch import load_file
+        model.vision_encoder.load_state_dict(load_file(str(a.init_vit_file)))
     if a.reinit:  # the parts named start again from a fresh model's initialisation (seeded as a new run)
         seed_everything(tc.seed)
         fresh = VisionLanguageModel(cfg)
@@ -292,6 +323,8 @@ def main(argv=None):
     if a.qk_norm: qk_norm()
     if a.label_smoothing or a.logit_penalty: loss_variant(a.label_smoothing, a.logit_penalty)
     if a.conv_stem is not None: conv_stem(model, a.conv_stem)
+    if a.mean_token: mean_token(model)
+    if a.mp_mlp or a.mp_norm: mlp_projector(model, norm=a.mp_norm)
     collate = VQACollator(tok, cfg.lm_max_length)
     ev = Evaluator(eval_ds, collate, tok, eval_types, precision=tc.precision)
     ev_train = Evaluator(tr_ds, collate, tok, tr_types, precision=tc.precision) if len(tr_ds) else None

@@ -7,6 +7,7 @@ then constant (as the 3,000-step wsd schedule is until step 2,400), gradient cli
 
     python experiments/easyvqa/gradbal.py --name gradbal --steps 500 --threads 2
     python experiments/easyvqa/gradbal.py --name gradbal_off --steps 500 --threads 2 --off   # the same loop, plain
+    python experiments/easyvqa/gradbal.py --name vitkinds_shape --steps 1000 --threads 1 --vit-kinds shape
 Writes results/NAME.json (evaluations on tune_val every --eval-every steps).
 """
 import argparse, json, os, random, sys, time
@@ -30,6 +31,12 @@ def main(argv=None):
     ap.add_argument('--eval-every', type=int, default=250)
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--off', action='store_true', help='no balancing: the plain loss for every weight')
+    ap.add_argument('--vit-kinds', help="instead of balancing: the ViT learns only from these kinds' questions "
+                                        "(comma-separated, e.g. shape), their share of the plain loss; the rest learn "
+                                        "from every question")
+    ap.add_argument('--type-mean', action='store_true',
+                    help="instead of balancing: every weight learns from the mean over the batch's kinds of each "
+                         "kind's mean answer-token loss (each kind weighs the same, whatever its share of the batch)")
     ap.add_argument('--data-dir', type=Path, default=Path('runs/easyvqa/data'))
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -59,6 +66,22 @@ def main(argv=None):
             logits, loss = model(b['input_ids'], b['images'], b['attention_mask'], b['labels'])
         opt.zero_grad(set_to_none=True)
         if a.off: loss.backward()
+        elif a.type_mean:
+            tgt = b['labels']
+            tok_loss = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), ignore_index=-100,
+                                       reduction='none').view(tgt.shape)
+            row_kind = [types[i] for i in b['index']]
+            per = [(tok_loss * m).sum() / m.sum() for k in kinds
+                   for m in [torch.tensor([rk == k for rk in row_kind])[:, None] & (tgt != -100)] if m.any()]
+            torch.stack(per).mean().backward()
+        elif a.vit_kinds:
+            tgt, keep = b['labels'], set(a.vit_kinds.split(','))
+            tok_loss = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), ignore_index=-100,
+                                       reduction='none').view(tgt.shape)
+            m = torch.tensor([types[i] in keep for i in b['index']])[:, None] & (tgt != -100)
+            g = torch.autograd.grad((tok_loss * m).sum() / (tgt != -100).sum(), vit, retain_graph=True)
+            loss.backward()
+            for p, gp in zip(vit, g): p.grad = gp
         else:
             tgt = b['labels']
             tok_loss = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), ignore_index=-100,
@@ -80,7 +103,7 @@ def main(argv=None):
             evals.append({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
             print(evals[-1], flush=True)
     res = {'name': a.name, 'argv': sys.argv[1:], 'date': time.strftime('%Y-%m-%d %H:%M'), 'machine': machine(),
-           'threads': a.threads, 'loadavg': os.getloadavg(), 'balanced': not a.off, 'evals': evals}
+           'threads': a.threads, 'loadavg': os.getloadavg(), 'balanced': not (a.off or a.vit_kinds or a.type_mean), 'type_mean': a.type_mean, 'vit_kinds': a.vit_kinds, 'evals': evals}
     (HERE / 'results' / f'{a.name}.json').write_text(json.dumps(res, indent=1))
 
 if __name__ == '__main__': main()

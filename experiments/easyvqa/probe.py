@@ -48,14 +48,15 @@ def load(data_dir:Path, proc):
     return out
 
 class Scratch(nn.Module):
-    "The tiny preset's ViT from scratch, mean-pooled, and a linear head per label."
-    def __init__(self, cfg):
+    "The tiny preset's ViT from scratch, mean-pooled (or its tokens flattened), and a linear head per label."
+    def __init__(self, cfg, pool:str='mean'):
         super().__init__()
-        self.vit = ViT(cfg)
-        C = cfg.vit_hidden_dim
+        self.vit, self.pool = ViT(cfg), pool
+        C = cfg.vit_hidden_dim * (cfg.vit_n_patches if pool == 'flatten' else 1)
         self.shape, self.color = nn.Linear(C, len(SHAPES)), nn.Linear(C, len(COLORS))
     def forward(self, x):
-        h = self.vit(x).mean(1)
+        h = self.vit(x)
+        h = h.mean(1) if self.pool == 'mean' else h.flatten(1)
         return self.shape(h), self.color(h)
 
 class Head(nn.Module):
@@ -69,15 +70,27 @@ class Head(nn.Module):
         f = f.flatten(1)
         return self.shape(f), self.color(f)
 
-def fit(model, params, x, s, c, steps:int, lr:float, wd:float, bs:int=64, seed:int=0):
+def fit(model, params, x, s, c, steps:int, lr:float, wd:float, bs:int=64, seed:int=0, p_shape:float|None=None,
+        pooled_loss:bool=False):
+    """AdamW on the sum of the two labels' losses. `p_shape`: each drawn image keeps only one of its labels, its
+    shape with probability `p_shape`, else its colour (as a VQA batch asks one question per row). `pooled_loss`:
+    with `p_shape`, one mean over all the batch's labels (as a VLM's loss over its answer tokens) instead of each
+    label's own mean (which weighs shape as much as colour, however few shape labels the batch has)."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
     ce = nn.CrossEntropyLoss(ignore_index=-1)
     model.train()
     for step in range(steps):
         i = torch.randint(len(x), (bs,), generator=g)
+        si, ci = s[i], c[i]
+        if p_shape is not None:
+            ask_shape = torch.rand(bs, generator=g) < p_shape
+            si, ci = si.masked_fill(~ask_shape, -1), ci.masked_fill(ask_shape, -1)
         ls, lc = model(x[i])
-        loss = ce(ls, s[i]) + ce(lc, c[i])
+        if pooled_loss and p_shape is not None:
+            sum_ce = nn.CrossEntropyLoss(ignore_index=-1, reduction='sum')
+            loss = (sum_ce(ls, si) + sum_ce(lc, ci)) / bs
+        else: loss = ce(ls, si) + ce(lc, ci)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -105,6 +118,11 @@ def main(argv=None):
     ap.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE')
     ap.add_argument('--steps', type=int, default=600)
     ap.add_argument('--lr', type=float, default=6e-4)
+    ap.add_argument('--p-shape', type=float, help='each image trains one label: its shape with this probability')
+    ap.add_argument('--pooled-loss', action='store_true', help="with --p-shape: one mean over all the batch's labels")
+    ap.add_argument('--pool', choices=['mean', 'flatten'], default='mean',
+                    help="how the scratch ViT's tokens reach the heads: their mean, or all of them flattened")
+    ap.add_argument('--eval-every', type=int, help='evaluate every this many steps (default: at 1/4, 1/2, 1)')
     ap.add_argument('--threads', type=int, default=1)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -132,15 +150,23 @@ def main(argv=None):
     else:
         cfg = get_preset('tiny', **{k: eval(v) for k, v in (p.split('=', 1) for p in a.set)})
         d = load(a.data_dir, image_processor_for(cfg))
-        model = Scratch(cfg)
+        model = Scratch(cfg, a.pool)
         res['curve'] = []
         done = 0
-        for upto in sorted({a.steps // 4, a.steps // 2, a.steps}):
-            fit(model, model.parameters(), *d['train'][:3], upto - done, a.lr, 0.0, seed=upto)
+        marks = (range(a.eval_every, a.steps + 1, a.eval_every) if a.eval_every
+                 else sorted({a.steps // 4, a.steps // 2, a.steps}))
+        for upto in marks:
+            fit(model, model.parameters(), *d['train'][:3], upto - done, a.lr, 0.0, seed=upto, p_shape=a.p_shape,
+                pooled_loss=a.pooled_loss)
             done = upto
             r = {'step': done, 'train': score(model, *d['train']), 'test': score(model, *d['test'])}
             res['curve'].append(r)
             print(done, r['train']['shape'], r['test'])
+    if not (a.frozen or a.frozen_random):  # the scratch ViT's weights, for exp.py --init-vit-file
+        from safetensors.torch import save_file
+        out = Path('runs/easyvqa') / f'probe_{a.name}'
+        out.mkdir(parents=True, exist_ok=True)
+        save_file(model.vit.state_dict(), str(out / 'vit.safetensors'))
     res['wall_s'] = round(time.time() - t0, 1)
     res['loadavg_end'] = os.getloadavg()
     (HERE / 'results').mkdir(exist_ok=True)
