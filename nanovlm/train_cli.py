@@ -25,7 +25,7 @@ from .runs import (NonFiniteLossError, check_run_dir, seed_everything, setup_dis
 from .runs import (RunStopped, hold_run_dir, _output_dir_problem, _stopped, _write_failed, _STAGING,
                           _COMMIT)
 from safetensors import SafetensorError
-from .training import Evaluator, train, resolve_precision, score_answer, precision_context, make_optimizer
+from .training import Evaluator, train, resolve_precision, score_answer, precision_context
 
 # %% auto #0
 __all__ = ['SHAPES_TRAIN_SIZE', 'SHAPES_DESCRIBE', 'SHAPES_DESCRIBE_ORDERS', 'EVAL_SAMPLE_SEED', 'VISION_WARMUP_MAX',
@@ -649,7 +649,9 @@ def answer_tags(rows, # training rows, {'images': [image], 'texts': [turn, ...]}
     first, by_image = [], {}
     for i, row in enumerate(rows):
         key = str(row['images'][0])
-        if key not in by_image: by_image[key], _ = set(), first.append(i)
+        if key not in by_image:
+            by_image[key] = set()
+            first.append(i)
         by_image[key].update(t['assistant'] for t in row['texts'])
     answers = sorted(set().union(*by_image.values()))
     column = {a: j for j, a in enumerate(answers)}
