@@ -29,7 +29,7 @@ from .training import Evaluator, train, resolve_precision, score_answer, precisi
 
 # %% auto #0
 __all__ = ['SHAPES_TRAIN_SIZE', 'SHAPES_DESCRIBE', 'SHAPES_DESCRIBE_ORDERS', 'EVAL_SAMPLE_SEED', 'VISION_WARMUP_MAX',
-           'TRAIN_PRESETS', 'check_data_source', 'check_eval_source', 'shared_images', 'check_held_out',
+           'TRAIN_PRESETS', 'JSONL_RATES', 'check_data_source', 'check_eval_source', 'shared_images', 'check_held_out',
            'check_vision_warmup', 'resolve_vision', 'answer_class', 'question_type', 'question_only_baseline',
            'load_data', 'run_training', 'train_config_for', 'train_cli', 'answer_tags', 'vision_warmup']
 
@@ -113,18 +113,18 @@ def check_vision_warmup(tc:TrainConfig):
         raise ValueError("--vision-warmup trains the ViT at --lr-backbones, which is 0: "
                          "give it a positive rate")
 
-VISION_WARMUP_MAX = 800 # the automatic warm-up: a quarter of max_steps, at most this many steps
+VISION_WARMUP_MAX = 1500 # the automatic warm-up: half of max_steps, at most this many steps
 
 def resolve_vision(tc:TrainConfig, cfg:VLMConfig, resume:bool=False) -> TrainConfig:
     """`tc` with `vision_warmup_steps` and `lr_vision` made concrete. Auto (-1): a JSONL file and a ViT from
-    scratch get a warm-up of a quarter of `max_steps`, at most `VISION_WARMUP_MAX`, after which the ViT
+    scratch get a warm-up of half of `max_steps`, at most `VISION_WARMUP_MAX`, after which the ViT
     trains at a tenth of `lr_backbones`; anything else none, and the ViT at `lr_backbones`. A resumed run
     records concrete values; one that has none was made before the warm-up existed, and resumes without it."""
     steps = tc.vision_warmup_steps
     if steps == -1:
         scratch = not (cfg.vlm_load_backbone_weights and cfg.vit_model_type)
         own = tc.data.endswith('.jsonl') and scratch and tc.lr_backbones > 0 and not resume
-        steps = min(VISION_WARMUP_MAX, tc.max_steps // 4) if own else 0
+        steps = min(VISION_WARMUP_MAX, tc.max_steps // 2) if own else 0
     lr = tc.lr_vision if tc.lr_vision != -1 else tc.lr_backbones / 10 if steps else -1.0
     return replace(tc, vision_warmup_steps=steps, lr_vision=lr)
 
@@ -421,10 +421,14 @@ TRAIN_PRESETS = {
                     eval_interval=100, eval_samples=250, save_every=100, log_interval=25),  # chapter 11
 }
 
+JSONL_RATES = {'tiny': dict(lr_mp=3e-4, lr_decoder=3e-4)} # a JSONL file: see "A vision warm-up" below
+
 def train_config_for(preset:str, **overrides) -> TrainConfig:
     "The `TrainConfig` that `nanovlm-train --preset NAME` starts from, with `overrides` applied."
     if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    return TrainConfig(**{'output_dir': f'runs/{preset}', **TRAIN_PRESETS.get(preset, {}), **overrides})
+    own = JSONL_RATES.get(preset, {}) if str(overrides.get('data', '')).endswith('.jsonl') else {}
+    base = {'output_dir': f'runs/{preset}', **TRAIN_PRESETS.get(preset, {}), **own}
+    return TrainConfig(**{**base, **overrides})
 
 # %% ../nbs/07a_train_cli.ipynb #912013b2
 _ARGS = {'steps': 'max_steps', 'batch_size': 'batch_size', 'grad_accum': 'gradient_accumulation_steps',
@@ -495,7 +499,7 @@ def _with_vision_options(ap:argparse.ArgumentParser) -> argparse.ArgumentParser:
     "`ap` with the vision warm-up's options (see the section on it)."
     a = ap.add_argument
     a('--vision-warmup', type=int, help="ViT steps on the training images' answers before training "
-      '(JSONL data; default: a quarter of --steps, at most 800, for a ViT from scratch; 0: none)')
+      '(JSONL data; default: half of --steps, at most 1500, for a ViT from scratch; 0: none)')
     a('--lr-vision', type=float, help="the ViT's own learning rate (0 freezes it; default --lr-backbones, "
       'a tenth of it after a warm-up)')
     return ap

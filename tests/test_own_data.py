@@ -319,7 +319,8 @@ def test_a_jsonl_run_warms_up_by_default_and_records_what_it_did(files, capsys):
     code, out, err = train_cli([*FAST, '--steps', '8', '--data', str(train), '--eval-data', str(test),
                                 '--eval-samples', '4', '--output-dir', str(out_dir)], capsys)
     assert code == 0, err
-    assert 'vision warm-up: 2 steps' in out                                 # a quarter of --steps
+    assert 'vision warm-up: 4 steps' in out                                 # half of --steps
     tc = json.loads((out_dir / 'train_config.json').read_text())
-    assert (tc['vision_warmup_steps'], tc['lr_vision']) == (2, tc['lr_backbones'] / 10)   # concrete, as done
-    assert json.loads((out_dir / 'metrics.json').read_text())['vision_warmup']['steps'] == 2
+    assert (tc['vision_warmup_steps'], tc['lr_vision']) == (4, tc['lr_backbones'] / 10)   # concrete, as done
+    assert (tc['lr_mp'], tc['lr_decoder']) == (3e-4, 3e-4)                 # the tiny preset's JSONL rates
+    assert json.loads((out_dir / 'metrics.json').read_text())['vision_warmup']['steps'] == 4
