@@ -18,6 +18,7 @@ import argparse, ast, json, os, platform, random, re, subprocess, sys, time
 from dataclasses import replace
 from pathlib import Path
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from nanovlm.config import get_preset
 from nanovlm.data import (VQADataset, VQACollator, train_tokenizer, format_prompt, format_answer,
@@ -260,6 +261,31 @@ def confusion(preds:list, kind=SHAPES) -> dict:
             row[p['prediction']] = row.get(p['prediction'], 0) + 1
     return m
 
+def word_warmup(model, train_ds, tok, steps:int, tc):
+    """The vision warm-up (appendix 7a's tags: each image's answers, a sigmoid each), but each answer's logit is
+    the projected mean image token's dot product with that answer word's embedding in the LM (tied with its
+    head), plus a bias; the ViT, the projector and those embeddings learn. The image tokens then start out in
+    the words' own directions: the hypothesis is that comparing a question's word with the picture (yes/no)
+    is then easier to learn."""
+    from nanovlm.train_cli import answer_tags
+    from nanovlm.training import precision_context
+    first, answers, tags = answer_tags([{**r, 'images': [r['path']]} for r in train_ds.rows])
+    ids = torch.tensor([tok.encode(w)[0] for w in answers])
+    emb, bias = model.decoder.token_embedding, torch.nn.Parameter(torch.zeros(len(answers)))
+    params = [*model.vision_encoder.parameters(), *model.MP.parameters(), emb.weight, bias]
+    opt = torch.optim.AdamW(params, lr=tc.lr_backbones, weight_decay=0.0)
+    g, ramp = torch.Generator().manual_seed(tc.seed), max(1, steps // 8)
+    for step in range(steps):
+        for group in opt.param_groups: group['lr'] = tc.lr_backbones * min(1.0, (step + 1) / ramp)
+        pick = torch.randint(len(first), (tc.batch_size,), generator=g).tolist()
+        x = torch.stack([train_ds[first[i]]['image'] for i in pick])
+        with precision_context(torch.device('cpu'), tc.precision):
+            h = model.MP(model.vision_encoder(x)).mean(1)              # (B, C): the mean image token
+        logits = h.float() @ emb.weight[ids].float().T + bias          # (B, answers)
+        loss = F.binary_cross_entropy_with_logits(logits, tags[pick])
+        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        if step % 250 == 0 or step == steps - 1: print(f'word warm-up {step}: {loss.item():.3f}', flush=True)
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--name', required=True)
@@ -282,6 +308,10 @@ def main(argv=None):
     ap.add_argument('--betas', help="AdamW's betas, e.g. 0.9,0.95 (default PyTorch's 0.9,0.999)")
     ap.add_argument('--init-vit', type=Path, help="start the ViT (only) from the model of this run directory")
     ap.add_argument('--init-vit-file', type=Path, help="start the ViT from this safetensors file (probe.py's vit.safetensors)")
+    ap.add_argument('--vision-warmup', type=int, default=0,
+                    help="first the library's vision warm-up (answer tags) for this many steps, at lr_backbones")
+    ap.add_argument('--word-warmup', type=int, default=0,
+                    help="the warm-up's tags read through the projector and the LM's word embeddings (see word_warmup)")
     ap.add_argument('--qk-norm', action='store_true', help="layer-normalise the ViT's queries and keys")
     ap.add_argument('--conv-stem', type=int, nargs='?', const=0, default=None, metavar='WIDTH',
                     help="a convolutional stem instead of the ViT's patch convolution (WIDTH: first layer's channels)")
@@ -320,6 +350,11 @@ def main(argv=None):
         seed_everything(tc.seed)
         fresh = VisionLanguageModel(cfg)
         for part in a.reinit.split(','): getattr(model, part).load_state_dict(getattr(fresh, part).state_dict())
+    if a.vision_warmup:  # as nanovlm-train does it (appendix 7a); rows share one decoded image per file
+        from nanovlm.train_cli import vision_warmup
+        vision_warmup(model.vision_encoder, train_ds, [{**r, 'images': [r['path']]} for r in train_ds.rows],
+                      a.vision_warmup, tc.batch_size, tc.lr_backbones, tc.seed, 'cpu', tc.precision)
+    if a.word_warmup: word_warmup(model, train_ds, tok, a.word_warmup, tc)
     if a.qk_norm: qk_norm()
     if a.label_smoothing or a.logit_penalty: loss_variant(a.label_smoothing, a.logit_penalty)
     if a.conv_stem is not None: conv_stem(model, a.conv_stem)
