@@ -15,15 +15,19 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from exp import load_rows, machine
 
-def evaluate(run:Path, test:Path) -> dict:
-    "Accuracy per type of the model in run directory `run` on every row of `test`."
+def evaluator(run:Path, test:Path):
+    "The model in run directory `run`, and an `Evaluator` of every row of `test` with the run's tokenizer."
     from nanovlm.data import VQADataset, VQACollator, get_tokenizer, load_image_processor
     from nanovlm.training import Evaluator
     from nanovlm.vision_language_model import VisionLanguageModel
     model = VisionLanguageModel.from_pretrained(str(run)).eval()
     tok, proc = get_tokenizer(str(run)), load_image_processor(run)
     rows, types = load_rows(test, {})
-    ev = Evaluator(VQADataset(rows, tok, proc), VQACollator(tok, model.cfg.lm_max_length), tok, types)
+    return model, Evaluator(VQADataset(rows, tok, proc), VQACollator(tok, model.cfg.lm_max_length), tok, types)
+
+def evaluate(run:Path, test:Path) -> dict:
+    "Accuracy per type of the model in run directory `run` on every row of `test`."
+    model, ev = evaluator(run, test)
     return {k: round(v, 4) for k, v in ev(model).items() if k.startswith(('accuracy', 'val_loss'))}
 
 def table():

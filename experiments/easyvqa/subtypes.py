@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from exp import load_rows, subtype
+from exp import subtype
+from final import evaluator
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -19,13 +20,7 @@ def main(argv=None):
     ap.add_argument('--threads', type=int, default=1)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    from nanovlm.data import VQADataset, VQACollator, get_tokenizer, load_image_processor
-    from nanovlm.training import Evaluator
-    from nanovlm.vision_language_model import VisionLanguageModel
-    model = VisionLanguageModel.from_pretrained(str(a.run)).eval()
-    tok, proc = get_tokenizer(str(a.run)), load_image_processor(a.run)
-    rows, types = load_rows(a.data, {})
-    ev = Evaluator(VQADataset(rows, tok, proc), VQACollator(tok, model.cfg.lm_max_length), tok, types)
+    model, ev = evaluator(a.run, a.data)
     acc = defaultdict(lambda: [0, 0])
     for p in ev.predictions(model):
         for key in (subtype(p['question'], p['answer']), f"{subtype(p['question'], p['answer'])} -> {p['answer']}"):
